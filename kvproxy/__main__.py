@@ -1,0 +1,3 @@
+from kvproxy.cli import proxy_main
+
+raise SystemExit(proxy_main())

@@ -1,0 +1,1 @@
+"""The RESP proxy: sessions, links to the upstream, and KVCLOUD dispatch."""

@@ -1,0 +1,19 @@
+"""A run of commands forwarded in one piece and the replies it still awaits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+class Batch:
+    """Sits in a session's reply order; the link counts its replies down.
+
+    ``observer`` sees the replies of a batch whose outcome changes the
+    session's state (AUTH, HELLO): only the server knows if they succeeded.
+    """
+
+    __slots__ = ("remaining", "observer")
+
+    def __init__(self, remaining: int, observer: Callable[[bytes], None] | None = None) -> None:
+        self.remaining = remaining
+        self.observer = observer

@@ -1,0 +1,46 @@
+"""Which commands the proxy must look at: the one table of connection state.
+
+Everything not named here is stateless and may share the upstream connection
+with other clients. A command that leaves state on the server connection (or
+whose replies are not one per command) moves its client to a dedicated
+upstream connection for the rest of its life; see docs/proxy.md.
+"""
+
+from __future__ import annotations
+
+#: Commands that make the client's server connection stateful.
+PIN = frozenset(
+    name.encode()
+    for name in (
+        # identity and protocol
+        "AUTH", "HELLO", "SELECT", "RESET", "CLIENT", "READONLY", "READWRITE", "ASKING",
+        # transactions
+        "MULTI", "WATCH",
+        # blocking commands hold the connection until they are answered
+        "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX",
+        "BZMPOP", "XREAD", "XREADGROUP", "WAIT", "WAITAOF",
+        # the server ends the connection
+        "SHUTDOWN",
+    )
+)
+
+#: Commands after which replies are no longer one per command (pushes,
+#: replication streams, Kvrocks' raw file transfer, CLIENT REPLY): the
+#: dedicated connection is then relayed as a byte stream.
+RAW = frozenset(
+    name.encode()
+    for name in (
+        "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR", "SYNC", "PSYNC",
+        "REPLCONF", "_FETCH_META", "_FETCH_FILE",
+    )
+)
+
+KVCLOUD = b"KVCLOUD"
+QUIT = b"QUIT"
+CLIENT = b"CLIENT"
+AUTH = b"AUTH"
+HELLO = b"HELLO"
+
+#: Names that need a closer look than "forward it". The session looks each
+#: command's upper-cased name up here and forwards everything else untouched.
+SPECIAL = PIN | RAW | {KVCLOUD, QUIT}

@@ -1,0 +1,122 @@
+"""The KVCLOUD command family, answered by the proxy itself.
+
+Everything here is privileged like BGSAVE on Kvrocks (see ``_refusal``), except
+HELP, which only describes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+from kvproxy import config as configuration
+from kvproxy.proxy.replies import Value, encode, error
+
+if TYPE_CHECKING:
+    from kvproxy.proxy.server import Proxy
+
+log = logging.getLogger("kvproxy.kvcloud")
+
+HELP = {
+    "UPLOAD": "UPLOAD [provider ...] [WAIT] -- back up the server to the providers; replies a job id",
+    "RESTORE": "RESTORE [provider] [backup-id|LATEST] [TO dir] [WAIT] -- restore a backup",
+    "STATUS": "STATUS [job-id] -- state and progress of the current or a given job",
+    "CONFIG": "CONFIG -- the loaded configuration, secrets shown as ***",
+    "REFRESH": "REFRESH -- reload kvcloud.conf; an invalid file is refused and the old one stays",
+    "LIST": "LIST [provider] -- the backups in a provider, newest first",
+    "VERIFY": "VERIFY [provider] [backup-id] -- read back and check every object of a backup",
+    "CANCEL": "CANCEL [job-id] -- stop a running job",
+    "PRUNE": "PRUNE [provider] -- apply the retention policy and delete unreferenced chunks",
+    "HELP": "HELP -- this list",
+}
+
+#: Subcommands whose work arrives with the backup and restore engine.
+NOT_YET = ("UPLOAD", "RESTORE", "LIST", "VERIFY", "CANCEL", "PRUNE")
+
+#: Every field STATUS reports, in order, so clients can rely on the shape.
+STATUS_FIELDS = (
+    "state",
+    "job_id",
+    "operation",
+    "providers",
+    "backup_id",
+    "started_at",
+    "finished_at",
+    "bytes_done",
+    "bytes_total",
+    "throughput",
+    "error",
+)
+
+#: Keys REFRESH cannot apply to a running proxy.
+RESTART_KEYS = ("listen", "upstream", "upstream_password", "managed", "server_binary",
+                "server_args", "server_dir")
+
+
+class Caller(Protocol):
+    resp3: bool
+    authenticated: bool
+    admin: bool
+
+
+class KvCloud:
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    def handle(self, caller: Caller, args: list[bytes]) -> bytes:
+        if not args:
+            return error("ERR wrong number of arguments for 'kvcloud' command; try KVCLOUD HELP")
+        sub = args[0].decode(errors="replace").upper()
+        if sub != "HELP":
+            refusal = self._refusal(caller)
+            if refusal is not None:
+                return refusal
+        handler = getattr(self, f"_{sub.lower()}", None) if sub in HELP else None
+        if sub in NOT_YET:
+            return error(f"ERR KVCLOUD {sub} is not available in this version")
+        if handler is None:
+            return error(
+                f"ERR unknown KVCLOUD subcommand '{sub}'; valid subcommands: {', '.join(HELP)}"
+            )
+        value: Value = handler(args[1:])
+        if isinstance(value, bytes) and value.startswith(b"-"):
+            return value
+        return encode(value, caller.resp3)
+
+    def _refusal(self, caller: Caller) -> bytes | None:
+        if not caller.authenticated:
+            return b"-NOAUTH Authentication required.\r\n"
+        if not caller.admin:
+            return error("NOPERM KVCLOUD needs the upstream_password of kvcloud.conf (admin)")
+        return None
+
+    def _help(self, args: list[bytes]) -> Value:
+        return [f"KVCLOUD {line}" for line in HELP.values()]
+
+    def _status(self, args: list[bytes]) -> Value:
+        if args:
+            return error(f"ERR no such job: {args[0].decode(errors='replace')}")
+        status: dict[str, Value] = {key: "" for key in STATUS_FIELDS}
+        status.update(state="idle", bytes_done=0, bytes_total=0, throughput=0)
+        return status
+
+    def _config(self, args: list[bytes]) -> Value:
+        return dict(self.proxy.config.redacted())
+
+    def _refresh(self, args: list[bytes]) -> Value:
+        current = self.proxy.config
+        if current.path is None:
+            return error("ERR REFRESH needs a config file: start kvproxy with --conf FILE")
+        try:
+            fresh = configuration.load(current.path)
+        except configuration.ConfigError as exc:
+            log.warning("KVCLOUD REFRESH refused: %s", exc)
+            return error(f"ERR config not reloaded, the old one stays: {exc}")
+        needs_restart = [key for key in RESTART_KEYS if fresh[key] != current[key]]
+        self.proxy.config = fresh.keeping(current, RESTART_KEYS)
+        log.info("configuration reloaded from %s", current.path)
+        return {
+            "status": "reloaded",
+            "file": str(current.path),
+            "restart_required": ", ".join(needs_restart),
+        }

@@ -1,0 +1,303 @@
+"""One connection to the upstream server, carrying the batches of its sessions.
+
+The shared link multiplexes every stateless client: batches are written in
+the order they were queued (one write per event-loop turn) and the replies,
+which the server sends in the same order, are cut with the reply scanner and
+handed back batch by batch. A dedicated link does the same for one pinned
+client, or, in raw mode, relays the byte stream untouched (pub/sub, MONITOR,
+replication), where replies are not one per command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast, Protocol
+
+from kvproxy.proxy.resp import CRLF, INCOMPLETE, reply_end
+
+if TYPE_CHECKING:
+    from kvproxy.proxy.batch import Batch
+
+log = logging.getLogger("kvproxy.link")
+
+#: A reply whose bulk payload is larger than this is forwarded as it arrives
+#: instead of being collected first.
+STREAM_THRESHOLD = 64 * 1024
+#: After a failed connect, further batches fail at once for this long instead
+#: of each waiting for its own attempt.
+RETRY_AFTER = 0.5
+
+
+class Sink(Protocol):
+    """Who a link hands replies to: a client session, or the link's own setup."""
+
+    order: deque[Batch | bytes]
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+    def batch_done(self) -> None: ...
+    def batch_failed(self, error: bytes) -> None: ...
+    def link_lost(self) -> None: ...
+    def resume_upstream(self) -> None: ...
+
+
+class UpstreamUnavailable(Exception):
+    pass
+
+
+class Link(asyncio.Protocol):
+    def __init__(self, address: tuple[str, int], connect_timeout: float, name: str) -> None:
+        self.address = address
+        self.connect_timeout = connect_timeout
+        self.name = name
+        self.transport: asyncio.Transport | None = None
+        self.waiters: deque[Sink] = deque()
+        self.outbox: list[bytes | bytearray] = []
+        self.flush_scheduled = False
+        self.buf: bytes | bytearray = b""
+        self.stream_left = 0
+        self.raw_sink: Sink | None = None
+        self.owner: Sink | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.failed_at = 0.0
+        self.failure = ""
+        self.write_paused = False
+        self.paused_sessions: set[Sink] = set()
+        #: Commands the link sends first on every new connection (AUTH).
+        self.setup: Callable[[], list[tuple[bytes, Sink]]] | None = None
+        self.closed = asyncio.Event()
+
+    # ---- connecting -------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def unavailable_error(self) -> bytes:
+        host, port = self.address
+        return b"-ERR upstream %s:%d unavailable: %s\r\n" % (
+            host.encode(),
+            port,
+            self.failure.encode(),
+        )
+
+    async def connect(self) -> None:
+        """Open the connection; raises UpstreamUnavailable with the reason."""
+        loop = asyncio.get_running_loop()
+        host, port = self.address
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: self, host, port), self.connect_timeout
+            )
+        except asyncio.TimeoutError:
+            self._failed(f"no answer within {self.connect_timeout:g}s")
+        except OSError as exc:
+            self._failed(exc.strerror or str(exc))
+        if self.transport is None:
+            raise UpstreamUnavailable(self.failure)
+
+    def _failed(self, reason: str) -> None:
+        self.failure = reason
+        self.failed_at = time.monotonic()
+        log.warning("upstream %s:%d unavailable: %s", *self.address, reason)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.closed.clear()
+        self.buf = b""
+        self.stream_left = 0
+        log.debug("%s link to %s:%d open", self.name, *self.address)
+        # Setup commands (AUTH) go before anything queued while connecting.
+        if self.setup is not None:
+            for data, sink in reversed(self.setup()):
+                self.outbox.insert(0, data)
+                self.waiters.appendleft(sink)
+        if self.outbox:
+            self._schedule_flush()
+
+    def ensure_connecting(self) -> None:
+        """Start a connect in the background (shared link, lazily)."""
+        if self.connecting is None or self.connecting.done():
+            self.connecting = asyncio.get_running_loop().create_task(self._connect_or_fail())
+
+    async def _connect_or_fail(self) -> None:
+        try:
+            await self.connect()
+        except UpstreamUnavailable:
+            self._fail_waiters()
+
+    def _fail_waiters(self) -> None:
+        error = self.unavailable_error()
+        self.outbox.clear()
+        waiters = self.waiters
+        while waiters:
+            waiters.popleft().batch_failed(error)
+
+    # ---- sending ----------------------------------------------------------
+
+    def send(self, sink: Sink, data: bytes | bytearray) -> None:
+        """Queue one batch; its sink already holds the Batch at its order's end."""
+        if self.connected:
+            self.outbox.append(data)
+            self.waiters.append(sink)
+            if not self.flush_scheduled:
+                self._schedule_flush()
+            return
+        if self.connecting is not None and not self.connecting.done():
+            self.outbox.append(data)
+            self.waiters.append(sink)
+            return
+        if time.monotonic() - self.failed_at < RETRY_AFTER:
+            sink.batch_failed(self.unavailable_error())
+            return
+        self.outbox.append(data)
+        self.waiters.append(sink)
+        self.ensure_connecting()
+
+    def send_raw(self, data: bytes | bytearray) -> None:
+        """Bytes that expect no counted reply (raw mode, empty commands)."""
+        if self.connected:
+            self.outbox.append(data)
+            if not self.flush_scheduled:
+                self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        self.flush_scheduled = True
+        asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        transport = self.transport
+        if transport is None or not self.outbox:
+            return
+        if len(self.outbox) == 1:
+            transport.write(self.outbox[0])
+        else:
+            transport.writelines(self.outbox)
+        self.outbox = []
+
+    # ---- receiving --------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:  # noqa: C901 - the hot path, kept in one piece
+        if self.raw_sink is not None:
+            self.raw_sink.write(data)
+            return
+        waiters = self.waiters
+        if self.stream_left:
+            sink = waiters[0]
+            take = self.stream_left
+            if take > len(data):
+                self.stream_left -= len(data)
+                sink.write(data)
+                return
+            sink.write(data[:take])
+            data = data[take:]
+            self.stream_left = 0
+            self._one_reply_done(sink)
+            if not data:
+                return
+        buf = self.buf + data if self.buf else data
+        n = len(buf)
+        pos = 0
+        while waiters:
+            sink = waiters[0]
+            batch = sink.order[0]
+            remaining = batch.remaining  # type: ignore[union-attr]
+            start = pos
+            while remaining:
+                try:
+                    end = reply_end(buf, pos)
+                except ValueError:
+                    self._desync("unparseable reply")
+                    return
+                if end == INCOMPLETE:
+                    break
+                if buf[pos] != 62:  # '>' pushes are not replies to a command
+                    remaining -= 1
+                pos = end
+            if pos > start:
+                chunk = buf[start:pos]
+                sink.write(chunk)
+                if batch.observer is not None:  # type: ignore[union-attr]
+                    batch.observer(bytes(chunk))  # type: ignore[union-attr]
+            if remaining:
+                batch.remaining = remaining  # type: ignore[union-attr]
+                if pos < n and buf[pos] == 36:  # '$'
+                    pos = self._maybe_stream(buf, pos, sink)
+                break
+            waiters.popleft()
+            sink.batch_done()
+        if pos < n:
+            if not waiters:
+                if self.owner is not None:  # out-of-band pushes on a dedicated link
+                    self.owner.write(buf[pos:])
+                    self.buf = b""
+                    return
+                self._desync("reply nobody asked for")
+                return
+            self.buf = buf[pos:]
+        else:
+            self.buf = b""
+
+    def _maybe_stream(self, buf: bytes | bytearray, pos: int, sink: Sink) -> int:
+        """Forward a large top-level bulk reply as it arrives."""
+        nl = buf.find(CRLF, pos)
+        if nl < 0:
+            return pos
+        size = int(buf[pos + 1 : nl])
+        if size < STREAM_THRESHOLD:
+            return pos
+        end = nl + 4 + size
+        sink.write(buf[pos:])
+        self.stream_left = end - len(buf)
+        return len(buf)
+
+    def _one_reply_done(self, sink: Sink) -> None:
+        batch = sink.order[0]
+        batch.remaining -= 1  # type: ignore[union-attr]
+        if not batch.remaining:  # type: ignore[union-attr]
+            self.waiters.popleft()
+            sink.batch_done()
+
+    def _desync(self, why: str) -> None:
+        log.warning("%s link to %s:%d: %s; closing it", self.name, *self.address, why)
+        if self.transport is not None:
+            self.transport.abort()
+
+    # ---- flow control and loss -------------------------------------------
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        paused, self.paused_sessions = self.paused_sessions, set()
+        for sink in paused:
+            sink.resume_upstream()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        log.debug("%s link to %s:%d closed", self.name, *self.address)
+        self.transport = None
+        self.buf = b""
+        self.stream_left = 0
+        self._failed(str(exc) if exc else "connection closed by the server")
+        self.outbox.clear()
+        lost, self.waiters = self.waiters, deque()
+        seen: set[int] = set()
+        for sink in lost:
+            if id(sink) not in seen:
+                seen.add(id(sink))
+                sink.link_lost()
+        if self.raw_sink is not None:
+            self.raw_sink.link_lost()
+        elif self.owner is not None and id(self.owner) not in seen:
+            self.owner.link_lost()
+        self.resume_writing()
+        self.closed.set()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

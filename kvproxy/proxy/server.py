@@ -1,0 +1,117 @@
+"""The listening proxy: owns the config, the shared link and the sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections import deque
+from pathlib import Path
+
+from kvproxy.config import Config
+from kvproxy.proxy.batch import Batch
+from kvproxy.proxy.kvcloud import KvCloud
+from kvproxy.proxy.link import Link, Sink
+from kvproxy.proxy.session import Session, encode_command
+
+log = logging.getLogger("kvproxy")
+
+
+class _SetupReply:
+    """Takes the reply to the proxy's own AUTH on a new upstream connection."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.order: deque[Batch | bytes] = deque([Batch(1)])
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        ok = bytes(data[:1]) != b"-"
+        if not ok and self.proxy.shared_auth_ok:
+            log.warning("upstream rejected upstream_password from kvcloud.conf")
+        self.proxy.shared_auth_ok = ok
+
+    def batch_done(self) -> None:
+        self.order.popleft()
+
+    def batch_failed(self, error: bytes) -> None:
+        self.order.clear()
+
+    def link_lost(self) -> None:
+        pass
+
+    def resume_upstream(self) -> None:
+        pass
+
+
+class Proxy:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sessions: set[Session] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.shared = Link(self.upstream_address, self.connect_timeout, "shared")
+        if config["upstream_password"] is not None:
+            self.shared.setup = self.auth_setup
+        #: False once the server refused upstream_password on the shared link.
+        self.shared_auth_ok = True
+        self.kvcloud = KvCloud(self)
+        self.server: asyncio.Server | None = None
+        self.stopping = asyncio.Event()
+
+    @property
+    def upstream_address(self) -> tuple[str, int]:
+        return self.config["upstream"]  # type: ignore[no-any-return]
+
+    @property
+    def connect_timeout(self) -> float:
+        return float(self.config["connect_timeout"])
+
+    @property
+    def max_bulk_len(self) -> int:
+        return int(self.config["max_bulk_len"])
+
+    @property
+    def config_path(self) -> Path | None:
+        return self.config.path
+
+    def auth_setup(self) -> list[tuple[bytes, Sink]]:
+        password = self.config["upstream_password"].encode()
+        return [(encode_command(b"AUTH", password), _SetupReply(self))]
+
+    async def start(self) -> None:
+        host, port = self.config["listen"]
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: Session(self), host, port, reuse_address=True, backlog=1024
+        )
+        log.info(
+            "kvproxy listening on %s:%d, upstream %s:%d", host, port, *self.upstream_address
+        )
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.stopping.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let in-flight replies reach their clients, then close."""
+        log.info("kvproxy stopping")
+        if self.server is not None:
+            self.server.close()
+        deadline = asyncio.get_running_loop().time() + float(self.config["shutdown_timeout"])
+        while any(s.order for s in self.sessions):
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("stopping with replies still outstanding")
+                break
+            await asyncio.sleep(0.01)
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.close()
+        self.shared.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.sleep(0)

@@ -1,0 +1,386 @@
+"""One client connection: split its requests, forward them, keep replies in order.
+
+A session starts on the shared link. Its requests are cut into commands only
+to find the few named in ``commands.py``; runs of ordinary commands go
+upstream as the original bytes. Replies come back in request order; replies
+the proxy makes itself (KVCLOUD, QUIT, errors) wait in ``order`` behind the
+batches sent before them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections import deque
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, cast
+
+from kvproxy.proxy import commands
+from kvproxy.proxy.batch import Batch
+from kvproxy.proxy.link import Link, UpstreamUnavailable
+from kvproxy.proxy.replies import OK, error
+from kvproxy.proxy.resp import (
+    INCOMPLETE,
+    ProtocolError,
+    command_args,
+    command_end,
+    inline_args,
+    inline_end,
+)
+
+if TYPE_CHECKING:
+    from kvproxy.proxy.server import Proxy
+
+log = logging.getLogger("kvproxy.session")
+
+# What the scan loop does after a command it had to look at: count it into
+# the current run, answer it here, send it as a batch of its own, wait for a
+# link switch, or stop reading this client.
+_FORWARD, _HANDLED, _OWN_BATCH, _BLOCK, _STOP = range(5)
+
+NOAUTH = b"-NOAUTH Authentication required.\r\n"
+
+
+def encode_command(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+class Session(asyncio.Protocol):
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.link: Link = proxy.shared
+        self.dedicated: Link | None = None
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.order: deque[Batch | bytes] = deque()
+        self.buf: bytes | bytearray = b""
+        self.blocked = False
+        self.closing = False
+        self.closed = False
+        self.raw = False
+        self.resp3 = False
+        self.pauses: set[str] = set()
+        self.drained: asyncio.Future[None] | None = None
+        password = proxy.config["upstream_password"]
+        #: Whether the server would let this connection run commands.
+        self.authenticated = password is None
+        #: Whether it authenticated with the proxy's own password (KVCLOUD).
+        self.admin = password is None
+        #: Authenticated by an AUTH the proxy answered from the shared link.
+        self.auth_local = False
+
+    # ---- connection events -----------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.proxy.sessions.add(self)
+        log.debug("client %s connected", self.peer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.proxy.sessions.discard(self)
+        if self.dedicated is not None:
+            self.dedicated.close()
+        if self.drained is not None and not self.drained.done():
+            self.drained.cancel()
+        log.debug("client %s disconnected", self.peer)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if self.buf:
+            if not isinstance(self.buf, bytearray):
+                self.buf = bytearray(self.buf)
+            self.buf += data
+        else:
+            self.buf = data
+        if not self.blocked:
+            self._process()
+
+    def eof_received(self) -> bool | None:
+        self.closing = True
+        self._close_if_done()
+        return True
+
+    # ---- the scan loop -----------------------------------------------------
+
+    def _process(self) -> None:  # noqa: C901 - the hot path, kept in one piece
+        buf = self.buf
+        n = len(buf)
+        pos = run_start = run_count = 0
+        special = commands.SPECIAL
+        max_bulk = self.proxy.max_bulk_len
+        try:
+            while pos < n:
+                if buf[pos] == 42:  # '*'
+                    end, name = command_end(buf, pos, max_bulk)
+                    if end == INCOMPLETE:
+                        break
+                    if name is None:
+                        pos = end
+                        continue
+                    upper = name.upper()
+                    if upper not in special and self.authenticated:
+                        run_count += 1
+                        pos = end
+                        continue
+                    args = command_args(buf, pos, end)
+                else:
+                    end = inline_end(buf, pos)
+                    if end == INCOMPLETE:
+                        break
+                    args = inline_args(buf[pos:end])
+                    if not args:  # an empty line gets no reply from the server
+                        pos = end
+                        continue
+                    upper = args[0].upper()
+                action = self._special(upper, args, inline=buf[pos] != 42)
+                if action == _FORWARD:
+                    run_count += 1
+                    pos = end
+                    continue
+                if pos > run_start:
+                    self._forward(buf[run_start:pos], run_count)
+                run_count = 0
+                if action == _BLOCK:
+                    self.buf = buf[pos:]
+                    self._block_end = end - pos
+                    return
+                if action == _STOP:
+                    self.buf = b""
+                    return
+                if action == _OWN_BATCH:
+                    self._forward(buf[pos:end], 1, self._auth_batch(upper, args))
+                pos = run_start = end
+        except ProtocolError as exc:
+            if pos > run_start:
+                self._forward(buf[run_start:pos], run_count)
+            self._protocol_error(str(exc))
+            return
+        if pos > run_start:
+            self._forward(buf[run_start:pos], run_count)
+        if pos == n:
+            self.buf = b""
+        elif pos:
+            self.buf = bytearray(buf[pos:])
+        if self.link.write_paused:
+            self._pause("upstream")
+            self.link.paused_sessions.add(self)
+
+    _block_end = 0
+
+    def _forward(self, data: bytes | bytearray, count: int, batch: Batch | None = None) -> None:
+        if self.raw or not count:
+            self.link.send_raw(data)
+            return
+        self.order.append(batch or Batch(count))
+        self.link.send(self, data)
+
+    def _special(self, upper: bytes, args: list[bytes], inline: bool) -> int:  # noqa: C901
+        if upper == commands.KVCLOUD:
+            self.reply(self.proxy.kvcloud.handle(self, args[1:]))
+            return _HANDLED
+        if upper == commands.QUIT:
+            self.reply(OK)
+            self.closing = True
+            self._close_if_done()
+            return _STOP
+        if self.dedicated is None:
+            if upper == commands.AUTH and len(args) == 2 and self._is_proxy_password(args[1]):
+                if self.proxy.shared_auth_ok:
+                    self.authenticated = self.admin = self.auth_local = True
+                    self.reply(OK)
+                    return _HANDLED
+            self._start_switch(self._pin())
+            return _BLOCK
+        if self.raw:
+            return _FORWARD
+        if upper == commands.AUTH or upper == commands.HELLO:
+            return _OWN_BATCH
+        if inline:
+            return _FORWARD
+        if upper in commands.RAW or (
+            upper == commands.CLIENT and len(args) > 1 and args[1].upper() == b"REPLY"
+        ):
+            self._start_switch(self._go_raw())
+            return _BLOCK
+        return _FORWARD
+
+    # ---- authentication ----------------------------------------------------
+
+    def _is_proxy_password(self, candidate: bytes) -> bool:
+        password = self.proxy.config["upstream_password"]
+        if password is None:
+            return False
+        return hmac.compare_digest(candidate, password.encode())
+
+    def _auth_batch(self, upper: bytes, args: list[bytes]) -> Batch:
+        """AUTH or HELLO as a batch whose reply tells if the session is now authenticated."""
+        password: bytes | None = None
+        protocol: int | None = None
+        if upper == commands.AUTH:
+            password = args[-1] if len(args) in (2, 3) else None
+        else:
+            rest = list(args[1:])
+            if rest and rest[0].isdigit():
+                protocol = int(rest.pop(0))
+            while rest:
+                option = rest.pop(0).upper()
+                if option == b"AUTH" and len(rest) >= 2:
+                    password = rest[1]
+                    del rest[:2]
+                elif option == b"SETNAME" and rest:
+                    rest.pop(0)
+
+        def observe(reply: bytes) -> None:
+            if reply[:1] == b"-":
+                return
+            if protocol is not None:
+                self.resp3 = protocol == 3
+            if password is not None:
+                self.authenticated = True
+                self.admin = self._is_proxy_password(password)
+
+        return Batch(1, observe)
+
+    # ---- switching links ---------------------------------------------------
+
+    def _start_switch(self, switch: Coroutine[None, None, None]) -> None:
+        self.blocked = True
+        self._pause("switch")
+        task = asyncio.get_running_loop().create_task(switch)
+        self.proxy.tasks.add(task)
+        task.add_done_callback(self.proxy.tasks.discard)
+
+    async def _wait_drained(self) -> None:
+        if self.order:
+            self.drained = asyncio.get_running_loop().create_future()
+            await self.drained
+            self.drained = None
+
+    async def _pin(self) -> None:
+        """Move to a connection of its own once earlier replies are in."""
+        link = Link(self.proxy.upstream_address, self.proxy.connect_timeout, "dedicated")
+        link.owner = self
+        if self.auth_local:
+            link.setup = self.proxy.auth_setup
+        try:
+            await link.connect()
+        except UpstreamUnavailable:
+            if self.closed:
+                return
+            self.reply(link.unavailable_error())
+            self.buf = self.buf[self._block_end :]
+            self._unblock()
+            return
+        try:
+            await self._wait_drained()
+        except asyncio.CancelledError:
+            link.close()
+            return
+        if self.closed:
+            link.close()
+            return
+        self.link = self.dedicated = link
+        log.debug("client %s pinned to a dedicated upstream connection", self.peer)
+        self._unblock()
+
+    async def _go_raw(self) -> None:
+        try:
+            await self._wait_drained()
+        except asyncio.CancelledError:
+            return
+        if self.closed or self.dedicated is None:
+            return
+        self.raw = True
+        self.dedicated.raw_sink = self
+        self._unblock()
+
+    def _unblock(self) -> None:
+        self.blocked = False
+        self._unpause("switch")
+        if self.buf and not self.closing:
+            self._process()
+
+    # ---- replies -----------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self.closed:
+            self.transport.write(data)  # type: ignore[union-attr]
+
+    def reply(self, data: bytes) -> None:
+        """A reply of the proxy's own, in its place among the upstream's."""
+        if self.order and not self.raw:
+            self.order.append(data)
+        else:
+            self.write(data)
+
+    def batch_done(self) -> None:
+        order = self.order
+        order.popleft()
+        while order and not isinstance(order[0], Batch):
+            self.write(order.popleft())  # type: ignore[arg-type]
+        if not order:
+            self._drain_event()
+
+    def batch_failed(self, error_reply: bytes) -> None:
+        order = self.order
+        for index, item in enumerate(order):
+            if isinstance(item, Batch):
+                order[index] = error_reply * item.remaining
+                break
+        while order and not isinstance(order[0], Batch):
+            self.write(order.popleft())  # type: ignore[arg-type]
+        if not order:
+            self._drain_event()
+
+    def _drain_event(self) -> None:
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+        self._close_if_done()
+
+    def link_lost(self) -> None:
+        """The server went away with replies of ours outstanding: end like it would."""
+        self.order.clear()
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _protocol_error(self, reason: str) -> None:
+        log.warning("client %s: protocol error: %s", self.peer, reason)
+        self.reply(error(f"ERR Protocol error: {reason}"))
+        self.closing = True
+        self.buf = b""
+        self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        if self.closing and not self.order and self.transport is not None:
+            self.transport.close()
+
+    # ---- flow control ------------------------------------------------------
+
+    def _pause(self, why: str) -> None:
+        if not self.pauses and self.transport is not None:
+            self.transport.pause_reading()
+        self.pauses.add(why)
+
+    def _unpause(self, why: str) -> None:
+        self.pauses.discard(why)
+        if not self.pauses and not self.closed and self.transport is not None:
+            self.transport.resume_reading()
+
+    def resume_upstream(self) -> None:
+        self._unpause("upstream")
+
+    def pause_writing(self) -> None:
+        self._pause("client")
+        if self.dedicated is not None and self.dedicated.transport is not None:
+            self.dedicated.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._unpause("client")
+        if self.dedicated is not None and self.dedicated.transport is not None:
+            self.dedicated.transport.resume_reading()

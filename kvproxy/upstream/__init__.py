@@ -1,0 +1,1 @@
+"""Everything that talks to the server behind the proxy, other than forwarding."""
