@@ -137,14 +137,15 @@ class Session(asyncio.Protocol):
                         pos = end
                         continue
                     upper = args[0].upper()
+                # Whatever happens to this command, what came before goes first.
+                if pos > run_start:
+                    self._forward(buf[run_start:pos], run_count)
+                    run_start, run_count = pos, 0
                 action = self._special(upper, args, inline=buf[pos] != 42)
                 if action == _FORWARD:
                     run_count += 1
                     pos = end
                     continue
-                if pos > run_start:
-                    self._forward(buf[run_start:pos], run_count)
-                run_count = 0
                 if action == _BLOCK:
                     self.buf = buf[pos:]
                     self._block_end = end - pos

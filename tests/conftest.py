@@ -1,0 +1,64 @@
+"""Fixtures that start real servers; nothing is assumed to be running."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import Kvrocks, Proxy, Upstream, kvrocks_binary
+
+
+def _upstream_class(kind: str) -> type[Upstream]:
+    if kind == "kvrocks":
+        if kvrocks_binary() is None:
+            pytest.skip("no Kvrocks binary: set KVROCKS_BIN or put kvrocks on PATH")
+        return Kvrocks
+    return Upstream
+
+
+@pytest.fixture(scope="module", params=["redis", "kvrocks"])
+def upstream(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+             ) -> Iterator[Upstream]:
+    """A shared upstream per module: redis-server always, Kvrocks when a binary exists."""
+    cls = _upstream_class(request.param)
+    server = cls(tmp_path_factory.mktemp(request.param)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    server = Proxy(tmp_path_factory.mktemp("proxy"), upstream.port).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_upstream(tmp_path: Path) -> Iterator[Callable[..., Upstream]]:
+    started: list[Upstream] = []
+
+    def make(kind: str = "redis", **kwargs: object) -> Upstream:
+        cls = _upstream_class(kind)
+        server = cls(tmp_path / f"{kind}-{len(started)}", **kwargs).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def make_proxy(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
+    started: list[Proxy] = []
+
+    def make(upstream_port: int, conf: str | None = None, args: list[str] | None = None) -> Proxy:
+        server = Proxy(tmp_path / f"proxy-{len(started)}", upstream_port, conf, args).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
