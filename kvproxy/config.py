@@ -154,21 +154,24 @@ class Config:
     values: dict[str, Any]
     providers: tuple[Provider, ...] = ()
     path: Path | None = None
+    #: Command-line values that win over the file, kept for reloads.
+    overrides: tuple[tuple[str, Any], ...] = ()
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
 
     def with_overrides(self, **overrides: Any) -> Config:
         """Command-line flags win over the file."""
+        given = {k: v for k, v in overrides.items() if v is not None}
         values = dict(self.values)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return Config(values, self.providers, self.path)
+        values.update(given)
+        return Config(values, self.providers, self.path, tuple(given.items()))
 
     def keeping(self, running: Config, keys: tuple[str, ...]) -> Config:
         """This config, but with the running values of keys that need a restart."""
         values = dict(self.values)
         values.update({key: running[key] for key in keys})
-        return Config(values, self.providers, self.path)
+        return Config(values, self.providers, self.path, running.overrides)
 
     def redacted(self) -> dict[str, Any]:
         """The config as KVCLOUD CONFIG shows it: every secret as ***."""

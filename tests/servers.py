@@ -159,6 +159,8 @@ class Proxy:
         return self.log_path.read_text(errors="replace")
 
     def client(self, **kwargs: object) -> redis.Redis:
+        """RESP2 unless asked: redis-py 8 would send HELLO 3, which pins the connection."""
+        kwargs.setdefault("protocol", 2)
         return redis.Redis(port=self.port, **kwargs)  # type: ignore[arg-type]
 
 

@@ -108,7 +108,7 @@ class KvCloud:
         if current.path is None:
             return error("ERR REFRESH needs a config file: start kvproxy with --conf FILE")
         try:
-            fresh = configuration.load(current.path)
+            fresh = configuration.load(current.path).with_overrides(**dict(current.overrides))
         except configuration.ConfigError as exc:
             log.warning("KVCLOUD REFRESH refused: %s", exc)
             return error(f"ERR config not reloaded, the old one stays: {exc}")
