@@ -15,12 +15,10 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast, Protocol
+from typing import Protocol, cast
 
+from kvproxy.proxy.batch import Batch
 from kvproxy.proxy.resp import CRLF, INCOMPLETE, reply_end
-
-if TYPE_CHECKING:
-    from kvproxy.proxy.batch import Batch
 
 log = logging.getLogger("kvproxy.link")
 
@@ -42,6 +40,30 @@ class Sink(Protocol):
     def batch_failed(self, error: bytes) -> None: ...
     def link_lost(self) -> None: ...
     def resume_upstream(self) -> None: ...
+
+
+class SetupReply:
+    """Takes the reply to a command the link sends on its own (AUTH, replayed state)."""
+
+    def __init__(self, on_reply: Callable[[bytes], None] | None = None) -> None:
+        self.on_reply = on_reply
+        self.order: deque[Batch | bytes] = deque([Batch(1)])
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.on_reply is not None:
+            self.on_reply(bytes(data))
+
+    def batch_done(self) -> None:
+        self.order.popleft()
+
+    def batch_failed(self, error: bytes) -> None:
+        self.order.clear()
+
+    def link_lost(self) -> None:
+        pass
+
+    def resume_upstream(self) -> None:
+        pass
 
 
 class UpstreamUnavailable(Exception):

@@ -5,42 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections import deque
 from pathlib import Path
 
 from kvproxy.config import Config
-from kvproxy.proxy.batch import Batch
 from kvproxy.proxy.kvcloud import KvCloud
-from kvproxy.proxy.link import Link, Sink
+from kvproxy.proxy.link import Link, SetupReply, Sink
 from kvproxy.proxy.session import Session, encode_command
 
 log = logging.getLogger("kvproxy")
-
-
-class _SetupReply:
-    """Takes the reply to the proxy's own AUTH on a new upstream connection."""
-
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
-        self.order: deque[Batch | bytes] = deque([Batch(1)])
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        ok = bytes(data[:1]) != b"-"
-        if not ok and self.proxy.shared_auth_ok:
-            log.warning("upstream rejected upstream_password from kvcloud.conf")
-        self.proxy.shared_auth_ok = ok
-
-    def batch_done(self) -> None:
-        self.order.popleft()
-
-    def batch_failed(self, error: bytes) -> None:
-        self.order.clear()
-
-    def link_lost(self) -> None:
-        pass
-
-    def resume_upstream(self) -> None:
-        pass
 
 
 class Proxy:
@@ -75,7 +47,13 @@ class Proxy:
 
     def auth_setup(self) -> list[tuple[bytes, Sink]]:
         password = self.config["upstream_password"].encode()
-        return [(encode_command(b"AUTH", password), _SetupReply(self))]
+        return [(encode_command(b"AUTH", password), SetupReply(self._auth_outcome))]
+
+    def _auth_outcome(self, reply: bytes) -> None:
+        ok = not reply.startswith(b"-")
+        if not ok and self.shared_auth_ok:
+            log.warning("upstream rejected upstream_password from kvcloud.conf")
+        self.shared_auth_ok = ok
 
     async def start(self) -> None:
         host, port = self.config["listen"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, cast
 
 from kvproxy.proxy import commands
 from kvproxy.proxy.batch import Batch
-from kvproxy.proxy.link import Link, UpstreamUnavailable
+from kvproxy.proxy.link import Link, SetupReply, UpstreamUnavailable
 from kvproxy.proxy.replies import OK, error
 from kvproxy.proxy.resp import (
     INCOMPLETE,
@@ -69,6 +69,8 @@ class Session(asyncio.Protocol):
         self.admin = password is None
         #: Authenticated by an AUTH the proxy answered from the shared link.
         self.auth_local = False
+        #: Connection metadata set while shared, sent again on a dedicated link.
+        self.replay: list[bytes] = []
 
     # ---- connection events -----------------------------------------------
 
@@ -154,7 +156,7 @@ class Session(asyncio.Protocol):
                     self.buf = b""
                     return
                 if action == _OWN_BATCH:
-                    self._forward(buf[pos:end], 1, self._auth_batch(upper, args))
+                    self._forward(buf[pos:end], 1, self._observed_batch(upper, args, buf[pos:end]))
                 pos = run_start = end
         except ProtocolError as exc:
             if pos > run_start:
@@ -190,6 +192,8 @@ class Session(asyncio.Protocol):
             self._close_if_done()
             return _STOP
         if self.dedicated is None:
+            if upper == commands.CLIENT and len(args) > 2 and args[1].upper() == b"SETINFO":
+                return _OWN_BATCH  # client metadata: shared, and replayed if it pins later
             if upper == commands.AUTH and len(args) == 2 and self._is_proxy_password(args[1]):
                 if self.proxy.shared_auth_ok:
                     self.authenticated = self.admin = self.auth_local = True
@@ -218,8 +222,16 @@ class Session(asyncio.Protocol):
             return False
         return hmac.compare_digest(candidate, password.encode())
 
-    def _auth_batch(self, upper: bytes, args: list[bytes]) -> Batch:
-        """AUTH or HELLO as a batch whose reply tells if the session is now authenticated."""
+    def _observed_batch(self, upper: bytes, args: list[bytes], raw: bytes | bytearray) -> Batch:
+        """A command whose outcome, which only the server knows, changes the session."""
+        if upper == commands.CLIENT:
+            command = bytes(raw)
+
+            def remember(reply: bytes) -> None:
+                if reply[:1] != b"-":
+                    self.replay.append(command)
+
+            return Batch(1, remember)
         password: bytes | None = None
         protocol: int | None = None
         if upper == commands.AUTH:
@@ -266,8 +278,10 @@ class Session(asyncio.Protocol):
         """Move to a connection of its own once earlier replies are in."""
         link = Link(self.proxy.upstream_address, self.proxy.connect_timeout, "dedicated")
         link.owner = self
-        if self.auth_local:
-            link.setup = self.proxy.auth_setup
+        setup = self.proxy.auth_setup() if self.auth_local else []
+        setup += [(command, SetupReply()) for command in self.replay]
+        if setup:
+            link.setup = lambda: setup
         try:
             await link.connect()
         except UpstreamUnavailable:
