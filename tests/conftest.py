@@ -62,3 +62,10 @@ def make_proxy(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
     yield make
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def pair_proxy(make_upstream: Callable[..., Upstream],
+               make_proxy: Callable[..., Proxy]) -> Proxy:
+    """A fresh redis-server with a fresh proxy in front, for tests that stop either."""
+    return make_proxy(make_upstream().port)
