@@ -136,7 +136,9 @@ PROVIDER_KEYS: dict[str, Key] = {
 }
 
 #: What a provider of each type cannot work without.
-REQUIRED_BY_TYPE = {"s3": ("bucket",), "gcs": ("bucket",), "azure": ("container",), "file": ("path",)}
+REQUIRED_BY_TYPE = {
+    "s3": ("bucket",), "gcs": ("bucket",), "azure": ("container",), "file": ("path",),
+}
 
 
 @dataclass(frozen=True)
@@ -245,9 +247,10 @@ def parse(text: str, path: Path | None = None) -> Config:
         provider_values = _parse_section(where, items, PROVIDER_KEYS)
         if "type" not in provider_values:
             raise ConfigError(f"{where}: missing 'type' (one of {', '.join(PROVIDER_TYPES)})")
-        for required in REQUIRED_BY_TYPE[provider_values["type"]]:
+        kind = provider_values["type"]
+        for required in REQUIRED_BY_TYPE[kind]:
             if required not in provider_values:
-                raise ConfigError(f"{where}: a {provider_values['type']} provider needs {required!r}")
+                raise ConfigError(f"{where}: a {kind} provider needs {required!r}")
         provider_values.setdefault("actions", PROVIDER_KEYS["actions"].default)
         providers.append(Provider(name.strip(), provider_values))
     return Config(values, tuple(providers), path)

@@ -93,7 +93,7 @@ class Kvrocks(Upstream):
 
     def command(self) -> list[str]:
         conf = self.directory / "kvrocks.conf"
-        lines = [f"bind 127.0.0.1", f"port {self.port}", f"dir {self.directory}",
+        lines = ["bind 127.0.0.1", f"port {self.port}", f"dir {self.directory}",
                  "daemonize no", "workers 2"]
         if self.password:
             lines.append(f"requirepass {self.password}")
@@ -164,6 +164,12 @@ class Proxy:
         return redis.Redis(port=self.port, **kwargs)  # type: ignore[arg-type]
 
 
+def cmd(*args: bytes | str) -> bytes:
+    """One command in RESP, as a client library would encode it."""
+    parts = [a.encode() if isinstance(a, str) else a for a in args]
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in parts)
+
+
 def raw_exchange(port: int, payload: bytes, expect_close: bool = False,
                  timeout: float = 5.0, settle: float = 0.3) -> bytes:
     """Send bytes in one write and collect what comes back until quiet or closed."""
@@ -175,7 +181,7 @@ def raw_exchange(port: int, payload: bytes, expect_close: bool = False,
         while time.monotonic() < deadline:
             try:
                 data = sock.recv(1 << 16)
-            except socket.timeout:
+            except TimeoutError:
                 if expect_close:
                     raise AssertionError("connection was not closed") from None
                 break

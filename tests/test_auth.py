@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.servers import Proxy, Upstream, raw_exchange
+from tests.servers import Proxy, Upstream, cmd, raw_exchange
 
 PASSWORD = "s3cret-upstream"
-
-
-def cmd(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
 UNAUTHENTICATED_SCRIPT = b"".join([

@@ -146,8 +146,8 @@ def test_shutdown_wait_is_bounded(make_upstream, make_proxy) -> None:  # type: i
 def test_bad_config_file_is_refused_at_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
     conf = tmp_path / "kvcloud.conf"
     conf.write_text("[kvcloud]\nlisten = nowhere\n")
-    result = subprocess.run([sys.executable, "-m", "kvproxy", "--conf", str(conf)], capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run([sys.executable, "-m", "kvproxy", "--conf", str(conf)],
+                            capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "listen" in result.stderr and "HOST:PORT" in result.stderr
     assert "Traceback" not in result.stderr

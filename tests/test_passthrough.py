@@ -11,21 +11,17 @@ import pytest
 import redis
 
 from kvproxy.proxy.resp import reply_end
-from tests.servers import Proxy, Upstream, raw_exchange
+from tests.servers import Proxy, Upstream, cmd, raw_exchange
 
-# Each case starts by deleting its keys, so direct and proxied runs see the same state.
+# Direct and proxied runs of a case must see the same state: each cleans up after itself.
 SCRIPTS = {
-    "strings": b"*2\r\n$3\r\nDEL\r\n$2\r\ns1\r\n*3\r\n$3\r\nSET\r\n$2\r\ns1\r\n$5\r\nhello\r\n"
-    b"*2\r\n$3\r\nGET\r\n$2\r\ns1\r\n*2\r\n$4\r\nINCR\r\n$2\r\ns1\r\n*2\r\n$3\r\nGET\r\n$2\r\nno\r\n",
-    "lists": b"*2\r\n$3\r\nDEL\r\n$2\r\nl1\r\n*5\r\n$5\r\nRPUSH\r\n$2\r\nl1\r\n$1\r\na\r\n$1\r\nb\r\n"
-    b"$1\r\nc\r\n*4\r\n$6\r\nLRANGE\r\n$2\r\nl1\r\n$1\r\n0\r\n$2\r\n-1\r\n",
-    "errors": b"*1\r\n$11\r\nNOSUCHCMD42\r\n*2\r\n$3\r\nGET\r\n$0\r\n\r\n*1\r\n$3\r\nGET\r\n",
-    "nested": b"*2\r\n$3\r\nDEL\r\n$2\r\nh1\r\n*4\r\n$4\r\nHSET\r\n$2\r\nh1\r\n$1\r\nf\r\n$1\r\nv\r\n"
-    b"*4\r\n$4\r\nSCAN\r\n$1\r\n0\r\n$5\r\nMATCH\r\n$2\r\nh1\r\n",
+    "strings": cmd("DEL", "s1") + cmd("SET", "s1", "hello") + cmd("GET", "s1")
+    + cmd("INCR", "s1") + cmd("GET", "no"),
+    "lists": cmd("DEL", "l1") + cmd("RPUSH", "l1", "a", "b", "c") + cmd("LRANGE", "l1", "0", "-1"),
+    "errors": cmd("NOSUCHCMD42") + cmd("GET", "") + cmd("GET"),
+    "nested": cmd("DEL", "h1") + cmd("HSET", "h1", "f", "v") + cmd("SCAN", "0", "MATCH", "h1"),
 }
-
-
-CLEANUP = b"*4\r\n$3\r\nDEL\r\n$2\r\ns1\r\n$2\r\nl1\r\n$2\r\nh1\r\n"
+CLEANUP = cmd("DEL", "s1", "l1", "h1")
 
 
 @pytest.mark.parametrize("case", sorted(SCRIPTS))

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kvproxy.kvcloud")
 
 HELP = {
-    "UPLOAD": "UPLOAD [provider ...] [WAIT] -- back up the server to the providers; replies a job id",
+    "UPLOAD": "UPLOAD [provider ...] [WAIT] -- back up the server; replies a job id",
     "RESTORE": "RESTORE [provider] [backup-id|LATEST] [TO dir] [WAIT] -- restore a backup",
     "STATUS": "STATUS [job-id] -- state and progress of the current or a given job",
     "CONFIG": "CONFIG -- the loaded configuration, secrets shown as ***",

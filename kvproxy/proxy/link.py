@@ -91,6 +91,7 @@ class Link(asyncio.Protocol):
         #: Commands the link sends first on every new connection (AUTH).
         self.setup: Callable[[], list[tuple[bytes, Sink]]] | None = None
         self.closed = asyncio.Event()
+        self.closing = False
 
     # ---- connecting -------------------------------------------------------
 
@@ -114,7 +115,7 @@ class Link(asyncio.Protocol):
             await asyncio.wait_for(
                 loop.create_connection(lambda: self, host, port), self.connect_timeout
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._failed(f"no answer within {self.connect_timeout:g}s")
         except OSError as exc:
             self._failed(exc.strerror or str(exc))
@@ -305,7 +306,8 @@ class Link(asyncio.Protocol):
         self.transport = None
         self.buf = b""
         self.stream_left = 0
-        self._failed(str(exc) if exc else "connection closed by the server")
+        if not self.closing:
+            self._failed(str(exc) if exc else "connection closed by the server")
         self.outbox.clear()
         lost, self.waiters = self.waiters, deque()
         seen: set[int] = set()
@@ -321,5 +323,7 @@ class Link(asyncio.Protocol):
         self.closed.set()
 
     def close(self) -> None:
+        """Close on purpose: not a failure, nothing to report."""
+        self.closing = True
         if self.transport is not None:
             self.transport.close()

@@ -7,9 +7,11 @@ as Redis does for HELLO and CONFIG GET.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Union
+from typing import TypeAlias
 
-Value = Union[None, bool, int, float, str, bytes, Sequence["Value"], Mapping[str, "Value"]]
+Value: TypeAlias = (
+    "None | bool | int | float | str | bytes | Sequence[Value] | Mapping[str, Value]"
+)
 
 OK = b"+OK\r\n"
 
@@ -39,7 +41,10 @@ def _encode(value: Value, resp3: bool, out: list[bytes]) -> None:
     elif isinstance(value, int):
         out.append(b":%d\r\n" % value)
     elif isinstance(value, float):
-        _bulk(repr(value).encode(), out) if not resp3 else out.append(b",%r\r\n" % value)
+        if resp3:
+            out.append(b",%r\r\n" % value)
+        else:
+            _bulk(repr(value).encode(), out)
     elif isinstance(value, str):
         _bulk(value.encode(), out)
     elif isinstance(value, bytes):

@@ -194,11 +194,11 @@ class Session(asyncio.Protocol):
         if self.dedicated is None:
             if upper == commands.CLIENT and len(args) > 2 and args[1].upper() == b"SETINFO":
                 return _OWN_BATCH  # client metadata: shared, and replayed if it pins later
-            if upper == commands.AUTH and len(args) == 2 and self._is_proxy_password(args[1]):
-                if self.proxy.shared_auth_ok:
-                    self.authenticated = self.admin = self.auth_local = True
-                    self.reply(OK)
-                    return _HANDLED
+            if (upper == commands.AUTH and len(args) == 2 and self.proxy.shared_auth_ok
+                    and self._is_proxy_password(args[1])):
+                self.authenticated = self.admin = self.auth_local = True
+                self.reply(OK)
+                return _HANDLED
             self._start_switch(self._pin())
             return _BLOCK
         if self.raw:

@@ -63,11 +63,15 @@ class ManagedServer:
         host, port = self.address
         command = server_command(self.binary, host, port, self.directory, self.extra_args)
         log_file = open(self.directory / "server.log", "ab")  # noqa: SIM115 - owned by the child
-        self.process = await asyncio.create_subprocess_exec(
-            *command, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-        )
-        log_file.close()
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *command, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+            )
+        except OSError as exc:
+            raise ManagedServerError(f"cannot start {self.binary}: {exc.strerror}") from None
+        finally:
+            log_file.close()
         log.info("started %s (pid %d) on %s:%d, data in %s",
                  Path(self.binary).name, self.process.pid, host, port, self.directory)
         await self._wait_ready(ready_timeout)
@@ -88,7 +92,7 @@ class ManagedServer:
                 writer.close()
                 if reply.startswith((b"+PONG", b"-NOAUTH")):
                     return
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 pass
             await asyncio.sleep(0.05)
         raise ManagedServerError(f"{self.binary} did not answer on {self.address} in {timeout}s")
@@ -100,7 +104,7 @@ class ManagedServer:
         process.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             process.kill()
             await process.wait()
         log.info("stopped %s", Path(self.binary).name)
