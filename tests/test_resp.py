@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from kvproxy.proxy import resp
 from kvproxy.proxy.replies import encode, error
 from kvproxy.proxy.resp import (
     INCOMPLETE,
@@ -76,3 +79,79 @@ def test_encode_resp2_and_resp3() -> None:
     assert encode(value, resp3=True).startswith(b"%4\r\n")
     assert encode(None, resp3=True) == b"_\r\n"
     assert error("ERR two\r\nlines") == b"-ERR two  lines\r\n"
+
+
+# ---- the C scanner gives the reference's answers ---------------------------
+
+try:
+    from kvproxy.proxy import _scan
+except ImportError:  # pragma: no cover - the project's setup builds it
+    _scan = None  # type: ignore[assignment]
+
+needs_c = pytest.mark.skipif(_scan is None, reason="C scanner not built (pip install -e .)")
+
+SPECIAL_NAMES = frozenset({b"MULTI", b"AUTH", b"KVCLOUD"})
+CORPUS = [
+    SET * 3, SET + b"*1\r\n$5\r\nmulti\r\n" + SET, b"*0\r\n*-1\r\n" + SET, SET + b"PING\r\n",
+    SET[:-3], b"*2\r\n$3\r\nGET\r\n$1\r\n", b"*1\r\n$-1\r\n", b"*1\r\n:1\r\n",
+    b"*01\r\n$4\r\nPING\r\n", b"*1\r\n$04\r\nPING\r\n", b"*+1\r\n", b"* 1\r\n",
+    b"*1\r\n$" + b"9" * 31, b"*1\r\n$" + b"9" * 40,
+    b"*" + b"1" * 33, b"*" + b"1" * 34, b"*" + b"1" * 35, b"*1\r\n$4\r\nPINGxx\r\n",
+    b"*1\r\n$7\r\nkvcloud\r\n", b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n",
+    b"*1\r\n$17\r\nAAAAAAAAAAAAAAAAA\r\n",
+]
+
+
+@needs_c
+@pytest.mark.parametrize("index", range(len(CORPUS)))
+@pytest.mark.parametrize("special", [SPECIAL_NAMES, None])
+def test_scan_run_matches_reference(index: int, special: frozenset[bytes] | None) -> None:
+    buf = CORPUS[index]
+    for cut in range(len(buf) + 1):
+        assert _scan.scan_run(buf[:cut], 0, 100, special) == resp.py_scan_run(
+            buf[:cut], 0, 100, special), buf[:cut]
+
+
+@needs_c
+def test_scan_run_matches_reference_on_random_mutations() -> None:
+    rng = random.Random(7)
+    for _ in range(3000):
+        data = bytearray(rng.choice(CORPUS) * rng.randint(1, 3))
+        for _ in range(rng.randint(0, 3)):
+            data[rng.randrange(len(data))] = rng.choice(b"*$\r\n-0123456789aZ")
+        buf = bytes(data)
+        assert _scan.scan_run(buf, 0, 100, SPECIAL_NAMES) == resp.py_scan_run(
+            buf, 0, 100, SPECIAL_NAMES), buf
+
+
+@needs_c
+def test_scan_replies_matches_reference() -> None:
+    rng = random.Random(11)
+    stream = b"".join(REPLIES)
+    for want in range(len(REPLIES) + 2):
+        for cut in range(len(stream) + 1):
+            assert _scan.scan_replies(stream[:cut], 0, want) == resp.py_scan_replies(
+                stream[:cut], 0, want)
+    for _ in range(3000):
+        data = bytearray(b"".join(rng.sample(REPLIES, 4)))
+        data[rng.randrange(len(data))] = rng.choice(b"*$%>|\r\n-0123456789")
+        buf = bytes(data)
+        try:
+            expected: object = resp.py_scan_replies(buf, 0, 3)
+        except ValueError:
+            expected = ValueError
+        try:
+            got: object = _scan.scan_replies(buf, 0, 3)
+        except ValueError:
+            got = ValueError
+        assert got == expected, buf
+
+
+def test_scan_run_reports_runs_and_stops() -> None:
+    run = resp.py_scan_run
+    assert run(SET * 2, 0, 100, SPECIAL_NAMES) == (2 * len(SET), 2, resp.STOP_DONE, None)
+    multi = b"*1\r\n$5\r\nMulti\r\n"
+    assert run(SET + multi, 0, 100, SPECIAL_NAMES) == (len(SET), 1, resp.STOP_SPECIAL, None)
+    assert run(SET + b"PING\r\n", 0, 100, SPECIAL_NAMES)[2] == resp.STOP_INLINE
+    assert run(SET + SET[:5], 0, 100, SPECIAL_NAMES)[2] == resp.STOP_INCOMPLETE
+    assert run(b"*1\r\n$-1\r\n", 0, 100, None) == (0, 0, resp.STOP_ERROR, "invalid bulk length")

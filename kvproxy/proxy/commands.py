@@ -41,6 +41,13 @@ CLIENT = b"CLIENT"
 AUTH = b"AUTH"
 HELLO = b"HELLO"
 
-#: Names that need a closer look than "forward it". The session looks each
-#: command's upper-cased name up here and forwards everything else untouched.
-SPECIAL = PIN | RAW | {KVCLOUD, QUIT}
+#: Answered by the proxy on every connection.
+LOCAL = frozenset({KVCLOUD, QUIT})
+
+#: Names a session on the shared link must look at; everything else is
+#: forwarded untouched.
+SPECIAL = PIN | RAW | LOCAL
+
+#: On a dedicated link the connection state is the client's own, so only
+#: what changes how replies are read (or who the client is) needs a look.
+DEDICATED_SPECIAL = RAW | LOCAL | {AUTH, HELLO, CLIENT}

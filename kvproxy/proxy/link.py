@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from kvproxy.proxy.batch import Batch
-from kvproxy.proxy.resp import CRLF, INCOMPLETE, reply_end
+from kvproxy.proxy.resp import CRLF, scan_replies
 
 log = logging.getLogger("kvproxy.link")
 
@@ -204,66 +204,75 @@ class Link(asyncio.Protocol):
 
     # ---- receiving --------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:  # noqa: C901 - the hot path, kept in one piece
+    def data_received(self, data: bytes) -> None:
         if self.raw_sink is not None:
             self.raw_sink.write(data)
             return
-        waiters = self.waiters
         if self.stream_left:
-            sink = waiters[0]
-            take = self.stream_left
-            if take > len(data):
-                self.stream_left -= len(data)
-                sink.write(data)
-                return
-            sink.write(data[:take])
-            data = data[take:]
-            self.stream_left = 0
-            self._one_reply_done(sink)
+            data = self._continue_stream(data)
             if not data:
                 return
-        buf = self.buf + data if self.buf else data
+        waiters = self.waiters
+        if self.buf:
+            buf = self.buf
+            buf += data  # a bytearray: the partial reply grows in place
+        else:
+            buf = data
         n = len(buf)
         pos = 0
         while waiters:
             sink = waiters[0]
             batch = sink.order[0]
-            remaining = batch.remaining  # type: ignore[union-attr]
-            start = pos
-            while remaining:
-                try:
-                    end = reply_end(buf, pos)
-                except ValueError:
-                    self._desync("unparseable reply")
-                    return
-                if end == INCOMPLETE:
-                    break
-                if buf[pos] != 62:  # '>' pushes are not replies to a command
-                    remaining -= 1
-                pos = end
-            if pos > start:
-                chunk = buf[start:pos]
+            try:
+                end, got = scan_replies(buf, pos, batch.remaining)  # type: ignore[union-attr]
+            except ValueError:
+                self._desync("unparseable reply")
+                return
+            if end > pos:
+                chunk = buf if end - pos == n else buf[pos:end]
                 sink.write(chunk)
                 if batch.observer is not None:  # type: ignore[union-attr]
                     batch.observer(bytes(chunk))  # type: ignore[union-attr]
-            if remaining:
-                batch.remaining = remaining  # type: ignore[union-attr]
+                pos = end
+            if got < batch.remaining:  # type: ignore[union-attr]
+                batch.remaining -= got  # type: ignore[union-attr]
                 if pos < n and buf[pos] == 36:  # '$'
                     pos = self._maybe_stream(buf, pos, sink)
                 break
             waiters.popleft()
             sink.batch_done()
-        if pos < n:
-            if not waiters:
-                if self.owner is not None:  # out-of-band pushes on a dedicated link
-                    self.owner.write(buf[pos:])
-                    self.buf = b""
-                    return
-                self._desync("reply nobody asked for")
-                return
-            self.buf = buf[pos:]
-        else:
+        if pos == n:
             self.buf = b""
+        else:
+            self._keep_rest(buf, pos)
+
+    def _continue_stream(self, data: bytes) -> bytes:
+        """Pass on the next part of a large reply; returns what follows it."""
+        sink = self.waiters[0]
+        take = self.stream_left
+        if take > len(data):
+            self.stream_left -= len(data)
+            sink.write(data)
+            return b""
+        sink.write(data[:take])
+        self.stream_left = 0
+        batch = sink.order[0]
+        batch.remaining -= 1  # type: ignore[union-attr]
+        if not batch.remaining:  # type: ignore[union-attr]
+            self.waiters.popleft()
+            sink.batch_done()
+        return data[take:]
+
+    def _keep_rest(self, buf: bytes | bytearray, pos: int) -> None:
+        """Bytes after the last complete reply: a partial reply, or pushes."""
+        if not self.waiters:
+            if self.owner is not None:  # out-of-band pushes on a dedicated link
+                self.owner.write(buf[pos:])
+                self.buf = b""
+            else:
+                self._desync("reply nobody asked for")
+        elif pos or not isinstance(buf, bytearray):
+            self.buf = bytearray(buf[pos:])
 
     def _maybe_stream(self, buf: bytes | bytearray, pos: int, sink: Sink) -> int:
         """Forward a large top-level bulk reply as it arrives."""
@@ -277,13 +286,6 @@ class Link(asyncio.Protocol):
         sink.write(buf[pos:])
         self.stream_left = end - len(buf)
         return len(buf)
-
-    def _one_reply_done(self, sink: Sink) -> None:
-        batch = sink.order[0]
-        batch.remaining -= 1  # type: ignore[union-attr]
-        if not batch.remaining:  # type: ignore[union-attr]
-            self.waiters.popleft()
-            sink.batch_done()
 
     def _desync(self, why: str) -> None:
         log.warning("%s link to %s:%d: %s; closing it", self.name, *self.address, why)

@@ -1,39 +1,66 @@
 """Sans-IO RESP framing for the proxy's hot path.
 
-The proxy never decodes what it forwards: it only needs to know where each
-client command ends (and its name) and where each upstream reply ends. Both
-scanners work on a buffer and an offset and return offsets, so forwarding can
-slice the original bytes. Nothing is allocated from a declared length: a
+The proxy never decodes what it forwards: it only needs to know where client
+commands end (and which ones to look at) and where upstream replies end.
+Both scanners take a buffer and an offset and return offsets, so forwarding
+slices the original bytes. Nothing is allocated from a declared length: a
 ``*N`` or ``$N`` header only moves an offset, so a hostile header costs
 nothing until the bytes really arrive.
+
+``scan_run`` and ``scan_replies`` come from the C module ``_scan`` when it is
+built; the pure-Python versions here define their behaviour and stand in
+when it is not (tests check both give the same answers).
 """
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 CRLF = b"\r\n"
 
 #: Same limits Redis applies before it reads a frame; beyond them the peer is
-#: either broken or hostile, and the connection is closed.
+#: broken or hostile, and the connection is closed.
 MAX_INLINE_LEN = 64 * 1024
 MAX_HEADER_LEN = 32
+#: A header is a type byte, at most MAX_HEADER_LEN digits, and CRLF.
+HEADER_WINDOW = MAX_HEADER_LEN + 3
 MAX_ARGS = 2**31 - 1
+MAX_NAME = 16
 DEFAULT_MAX_BULK_LEN = 512 * 1024 * 1024
 
 INCOMPLETE = -1
+
+# What scan_run found where it stopped.
+STOP_DONE, STOP_INCOMPLETE, STOP_SPECIAL, STOP_INLINE, STOP_ERROR = range(5)
+
+_DIGITS = frozenset(b"0123456789")
 
 
 class ProtocolError(Exception):
     """The client sent something that is not RESP; the text follows Redis'."""
 
 
-def _parse_len(buf: bytes | bytearray, start: int, nl: int, what: str) -> int:
-    field = buf[start:nl]
-    if not field or len(field) > MAX_HEADER_LEN:
+def parse_len(field: bytes | bytearray) -> int | None:
+    """Strict decimal with an optional '-', as Redis reads lengths; None if not."""
+    digits = field[1:] if field[:1] == b"-" else field
+    if not digits or len(field) > MAX_HEADER_LEN or len(digits) > 18:
+        return None
+    if not _DIGITS.issuperset(digits):
+        return None
+    return int(field)
+
+
+def _header(buf: bytes | bytearray, pos: int, what: str) -> tuple[int, int] | None:
+    """(value, end of line) of the length header at pos, or None if incomplete."""
+    nl = buf.find(CRLF, pos, pos + HEADER_WINDOW)
+    if nl < 0:
+        if len(buf) - pos >= HEADER_WINDOW:
+            raise ProtocolError(f"invalid {what} length")
+        return None
+    value = parse_len(buf[pos + 1 : nl])
+    if value is None:
         raise ProtocolError(f"invalid {what} length")
-    try:
-        return int(field)
-    except ValueError:
-        raise ProtocolError(f"invalid {what} length") from None
+    return value, nl
 
 
 def command_end(
@@ -46,13 +73,10 @@ def command_end(
     empty command (``*0`` / ``*-1``), which Redis ignores without a reply.
     """
     n = len(buf)
-    find = buf.find
-    nl = find(CRLF, pos)
-    if nl < 0:
-        if n - pos > MAX_HEADER_LEN:
-            raise ProtocolError("invalid multibulk length")
+    header = _header(buf, pos, "multibulk")
+    if header is None:
         return INCOMPLETE, None
-    count = _parse_len(buf, pos + 1, nl, "multibulk")
+    count, nl = header
     if count > MAX_ARGS:
         raise ProtocolError("invalid multibulk length")
     p = nl + 2
@@ -64,23 +88,50 @@ def command_end(
             return INCOMPLETE, None
         if buf[p] != 36:  # '$'
             raise ProtocolError(f"expected '$', got '{chr(buf[p])}'")
-        nl = find(CRLF, p)
-        if nl < 0:
-            if n - p > MAX_HEADER_LEN:
-                raise ProtocolError("invalid bulk length")
+        header = _header(buf, p, "bulk")
+        if header is None:
             return INCOMPLETE, None
-        size = _parse_len(buf, p + 1, nl, "bulk")
+        size, nl = header
         if size < 0 or size > max_bulk_len:
             raise ProtocolError("invalid bulk length")
         start = nl + 2
-        p = start + size + 2
-        if p > n:
+        if n - start < size + 2:
             return INCOMPLETE, None
+        p = start + size + 2
         if buf[p - 2 : p] != CRLF:
             raise ProtocolError("bulk string not terminated by CRLF")
         if name is None:
             name = bytes(buf[start : start + size])
     return p, name
+
+
+def py_scan_run(
+    buf: bytes | bytearray, pos: int, max_bulk_len: int, special: Set[bytes] | None
+) -> tuple[int, int, int, str | None]:
+    """Walk complete commands from ``pos`` whose names are not special.
+
+    Returns ``(end, count, stop, message)``: ``buf[pos:end]`` holds ``count``
+    ordinary commands (empty ones included, not counted), and ``stop`` says
+    what is at ``end``: nothing left, an incomplete command, a special one
+    (``special`` None: every command is), an inline one, or an error.
+    """
+    n = len(buf)
+    count = 0
+    while pos < n:
+        if buf[pos] != 42:  # '*'
+            return pos, count, STOP_INLINE, None
+        try:
+            end, name = command_end(buf, pos, max_bulk_len)
+        except ProtocolError as exc:
+            return pos, count, STOP_ERROR, str(exc)
+        if end == INCOMPLETE:
+            return pos, count, STOP_INCOMPLETE, None
+        if name is not None:
+            if special is None or (len(name) <= MAX_NAME and name.upper() in special):
+                return pos, count, STOP_SPECIAL, None
+            count += 1
+        pos = end
+    return pos, count, STOP_DONE, None
 
 
 def inline_end(buf: bytes | bytearray, pos: int) -> int:
@@ -123,13 +174,15 @@ _BLOB_TYPES = frozenset(b"$!=")
 # Aggregates counting their elements; maps and attributes count pairs.
 _ARRAY_TYPES = frozenset(b"*~>")
 _PAIR_TYPES = frozenset(b"%|")
+_MAX_AGGREGATE = 1 << 40
 
 
 def reply_end(buf: bytes | bytearray, pos: int) -> int:
     """End of the RESP2/RESP3 reply starting at ``pos``, or INCOMPLETE.
 
     Delimits without decoding. Attributes (``|``) are not replies on their
-    own: the value after them belongs to the same reply.
+    own: the value after them belongs to the same reply. Raises ValueError on
+    a header it cannot read.
     """
     n = len(buf)
     find = buf.find
@@ -142,16 +195,41 @@ def reply_end(buf: bytes | bytearray, pos: int) -> int:
             return INCOMPLETE
         kind = buf[pos]
         need -= 1
-        if kind in _BLOB_TYPES:
-            size = int(buf[pos + 1 : nl])
-            pos = nl + 2 if size < 0 else nl + 4 + size
-        else:
-            if kind in _ARRAY_TYPES:
-                count = int(buf[pos + 1 : nl])
-                if count > 0:
-                    need += count
-            elif kind in _PAIR_TYPES:
-                count = int(buf[pos + 1 : nl])
-                need += 2 * count + (1 if kind == 124 else 0)
-            pos = nl + 2
-    return pos if pos <= n else INCOMPLETE
+        if kind in _BLOB_TYPES or kind in _ARRAY_TYPES or kind in _PAIR_TYPES:
+            value = parse_len(buf[pos + 1 : nl])
+            if value is None or value > _MAX_AGGREGATE:
+                raise ValueError("unparseable reply header")
+            if kind in _BLOB_TYPES:
+                if value >= 0:
+                    if n - nl < value + 4:
+                        return INCOMPLETE
+                    pos = nl + 4 + value
+                    continue
+            elif kind in _ARRAY_TYPES:
+                need += max(value, 0)
+            else:
+                need += 2 * max(value, 0) + (1 if kind == 124 else 0)  # '|'
+        pos = nl + 2
+    return pos
+
+
+def py_scan_replies(buf: bytes | bytearray, pos: int, want: int) -> tuple[int, int]:
+    """Skip up to ``want`` complete replies; pushes (``>``) are skipped, not counted."""
+    n = len(buf)
+    replies = 0
+    while replies < want and pos < n:
+        end = reply_end(buf, pos)
+        if end == INCOMPLETE:
+            break
+        if buf[pos] != 62:  # '>'
+            replies += 1
+        pos = end
+    return pos, replies
+
+
+try:
+    from kvproxy.proxy._scan import scan_replies as scan_replies
+    from kvproxy.proxy._scan import scan_run as scan_run
+except ImportError:  # not built: the reference implementations do the work
+    scan_run = py_scan_run
+    scan_replies = py_scan_replies

@@ -22,11 +22,16 @@ from kvproxy.proxy.link import Link, SetupReply, UpstreamUnavailable
 from kvproxy.proxy.replies import OK, error
 from kvproxy.proxy.resp import (
     INCOMPLETE,
+    STOP_DONE,
+    STOP_ERROR,
+    STOP_INCOMPLETE,
+    STOP_INLINE,
     ProtocolError,
     command_args,
     command_end,
     inline_args,
     inline_end,
+    scan_run,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +70,9 @@ class Session(asyncio.Protocol):
         password = proxy.config["upstream_password"]
         #: Whether the server would let this connection run commands.
         self.authenticated = password is None
+        #: Names the scanner must stop at (None: every command, until AUTH).
+        self.special: frozenset[bytes] | None = commands.SPECIAL if password is None else None
+        self.max_bulk_len = proxy.max_bulk_len
         #: Whether it authenticated with the proxy's own password (KVCLOUD).
         self.admin = password is None
         #: Authenticated by an AUTH the proxy answered from the shared link.
@@ -109,62 +117,24 @@ class Session(asyncio.Protocol):
 
     # ---- the scan loop -----------------------------------------------------
 
-    def _process(self) -> None:  # noqa: C901 - the hot path, kept in one piece
+    def _process(self) -> None:
         buf = self.buf
         n = len(buf)
-        pos = run_start = run_count = 0
-        special = commands.SPECIAL
-        max_bulk = self.proxy.max_bulk_len
-        try:
-            while pos < n:
-                if buf[pos] == 42:  # '*'
-                    end, name = command_end(buf, pos, max_bulk)
-                    if end == INCOMPLETE:
-                        break
-                    if name is None:
-                        pos = end
-                        continue
-                    upper = name.upper()
-                    if upper not in special and self.authenticated:
-                        run_count += 1
-                        pos = end
-                        continue
-                    args = command_args(buf, pos, end)
-                else:
-                    end = inline_end(buf, pos)
-                    if end == INCOMPLETE:
-                        break
-                    args = inline_args(buf[pos:end])
-                    if not args:  # an empty line gets no reply from the server
-                        pos = end
-                        continue
-                    upper = args[0].upper()
-                # Whatever happens to this command, what came before goes first.
-                if pos > run_start:
-                    self._forward(buf[run_start:pos], run_count)
-                    run_start, run_count = pos, 0
-                action = self._special(upper, args, inline=buf[pos] != 42)
-                if action == _FORWARD:
-                    run_count += 1
-                    pos = end
-                    continue
-                if action == _BLOCK:
-                    self.buf = buf[pos:]
-                    self._block_end = end - pos
-                    return
-                if action == _STOP:
-                    self.buf = b""
-                    return
-                if action == _OWN_BATCH:
-                    self._forward(buf[pos:end], 1, self._observed_batch(upper, args, buf[pos:end]))
-                pos = run_start = end
-        except ProtocolError as exc:
-            if pos > run_start:
-                self._forward(buf[run_start:pos], run_count)
-            self._protocol_error(str(exc))
-            return
-        if pos > run_start:
-            self._forward(buf[run_start:pos], run_count)
+        pos = 0
+        max_bulk = self.max_bulk_len
+        while pos < n:
+            end, count, stop, message = scan_run(buf, pos, max_bulk, self.special)
+            if end > pos:
+                self._forward(buf if end - pos == n else buf[pos:end], count)
+                pos = end
+            if stop in (STOP_DONE, STOP_INCOMPLETE):
+                break
+            if stop == STOP_ERROR:
+                self._protocol_error(message or "invalid request")
+                return
+            pos = self._one_command(buf, pos, stop == STOP_INLINE)
+            if pos < 0:
+                return
         if pos == n:
             self.buf = b""
         elif pos:
@@ -172,6 +142,43 @@ class Session(asyncio.Protocol):
         if self.link.write_paused:
             self._pause("upstream")
             self.link.paused_sessions.add(self)
+
+    def _one_command(self, buf: bytes | bytearray, pos: int, inline: bool) -> int:
+        """Deal with the one command at ``pos`` the scanner stopped at.
+
+        Returns where scanning goes on; ``len(buf)`` when the rest must wait
+        (incomplete), -1 when this call has taken over the buffer (a link
+        switch, QUIT, or a protocol error).
+        """
+        try:
+            if inline:
+                end = inline_end(buf, pos)
+                if end == INCOMPLETE:
+                    self.buf = bytearray(buf[pos:])
+                    return -1
+                args = inline_args(buf[pos:end])
+                if not args:  # an empty line gets no reply from the server
+                    return end
+            else:
+                end, _ = command_end(buf, pos, self.max_bulk_len)
+                args = command_args(buf, pos, end)
+        except ProtocolError as exc:
+            self._protocol_error(str(exc))
+            return -1
+        upper = args[0].upper()
+        action = self._special(upper, args, inline)
+        if action == _FORWARD:
+            self._forward(buf[pos:end], 1)
+        elif action == _OWN_BATCH:
+            self._forward(buf[pos:end], 1, self._observed_batch(upper, args, buf[pos:end]))
+        elif action == _BLOCK:
+            self.buf = buf[pos:]
+            self._block_end = end - pos
+            return -1
+        elif action == _STOP:
+            self.buf = b""
+            return -1
+        return end
 
     _block_end = 0
 
@@ -197,6 +204,7 @@ class Session(asyncio.Protocol):
             if (upper == commands.AUTH and len(args) == 2 and self.proxy.shared_auth_ok
                     and self._is_proxy_password(args[1])):
                 self.authenticated = self.admin = self.auth_local = True
+                self.special = commands.SPECIAL
                 self.reply(OK)
                 return _HANDLED
             self._start_switch(self._pin())
@@ -300,6 +308,7 @@ class Session(asyncio.Protocol):
             link.close()
             return
         self.link = self.dedicated = link
+        self.special = commands.DEDICATED_SPECIAL
         log.debug("client %s pinned to a dedicated upstream connection", self.peer)
         self._unblock()
 
@@ -311,6 +320,7 @@ class Session(asyncio.Protocol):
         if self.closed or self.dedicated is None:
             return
         self.raw = True
+        self.special = commands.LOCAL
         self.dedicated.raw_sink = self
         self._unblock()
 

@@ -1,0 +1,271 @@
+/*
+ * Fast RESP framing for the proxy's hot path.
+ *
+ * The same two scanners as kvproxy/proxy/resp.py (scan_run, scan_replies),
+ * with the same results for every input; resp.py is the reference and the
+ * fallback when this module is not built. They only find boundaries: nothing
+ * is decoded or copied, and nothing is allocated from a declared length.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define MAX_HEADER_LEN 32
+/* A header is a type byte, at most MAX_HEADER_LEN digits and CRLF. */
+#define HEADER_WINDOW (MAX_HEADER_LEN + 3)
+#define MAX_ARGS 2147483647LL
+#define MAX_NAME 16
+#define MAX_AGGREGATE (1LL << 40)
+
+enum { STOP_DONE = 0, STOP_INCOMPLETE = 1, STOP_SPECIAL = 2, STOP_INLINE = 3, STOP_ERROR = 4 };
+
+/* Offset of the CRLF ending the header that starts at p, or -1 if none yet. */
+static Py_ssize_t find_crlf(const char *buf, Py_ssize_t p, Py_ssize_t n, Py_ssize_t limit)
+{
+    Py_ssize_t stop = n - 1;
+    if (limit >= 0 && p + limit < stop)
+        stop = p + limit;
+    for (Py_ssize_t i = p; i < stop; i++) {
+        if (buf[i] == '\r' && buf[i + 1] == '\n')
+            return i;
+    }
+    return -1;
+}
+
+/* Strict decimal, optional leading '-': what Redis' string2ll accepts. */
+static int parse_len(const char *s, Py_ssize_t len, long long *out)
+{
+    int negative = 0;
+    long long value = 0;
+    if (len <= 0 || len > MAX_HEADER_LEN)
+        return -1;
+    if (*s == '-') {
+        negative = 1;
+        s++;
+        len--;
+        if (len == 0)
+            return -1;
+    }
+    if (len > 18)
+        return -1;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        value = value * 10 + (s[i] - '0');
+    }
+    *out = negative ? -value : value;
+    return 0;
+}
+
+static PyObject *result(Py_ssize_t end, Py_ssize_t count, int stop, const char *message)
+{
+    if (message == NULL)
+        return Py_BuildValue("(nniO)", end, count, stop, Py_None);
+    return Py_BuildValue("(nnis)", end, count, stop, message);
+}
+
+/*
+ * scan_run(buf, pos, max_bulk_len, special) -> (end, count, stop, message)
+ *
+ * Walks complete multibulk commands from pos whose upper-cased name is not in
+ * `special` (a set of bytes; None means every command is special). buf[pos:end]
+ * holds `count` such commands (empty ones included but not counted); `stop`
+ * says what is at `end`.
+ */
+static PyObject *scan_run(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos;
+    long long max_bulk;
+    PyObject *special;
+    char bad[64];
+
+    if (!PyArg_ParseTuple(args, "y*nLO", &view, &pos, &max_bulk, &special))
+        return NULL;
+    const char *buf = view.buf;
+    Py_ssize_t n = view.len;
+    Py_ssize_t count = 0;
+    PyObject *out = NULL;
+
+    while (pos < n) {
+        Py_ssize_t start = pos;
+        long long argc, size;
+        if (buf[pos] != '*') {
+            out = result(pos, count, STOP_INLINE, NULL);
+            goto done;
+        }
+        Py_ssize_t nl = find_crlf(buf, pos, n, HEADER_WINDOW - 1);
+        if (nl < 0) {
+            if (n - pos >= HEADER_WINDOW) {
+                out = result(start, count, STOP_ERROR, "invalid multibulk length");
+                goto done;
+            }
+            out = result(start, count, STOP_INCOMPLETE, NULL);
+            goto done;
+        }
+        if (parse_len(buf + pos + 1, nl - pos - 1, &argc) < 0 || argc > MAX_ARGS) {
+            out = result(start, count, STOP_ERROR, "invalid multibulk length");
+            goto done;
+        }
+        Py_ssize_t p = nl + 2;
+        if (argc <= 0) {
+            pos = p;
+            continue;
+        }
+        int is_special = (special == Py_None);
+        int complete = 1;
+        for (long long i = 0; i < argc; i++) {
+            if (p >= n) {
+                complete = 0;
+                break;
+            }
+            if (buf[p] != '$') {
+                PyOS_snprintf(bad, sizeof bad, "expected '$', got '%c'", buf[p]);
+                out = result(start, count, STOP_ERROR, bad);
+                goto done;
+            }
+            nl = find_crlf(buf, p, n, HEADER_WINDOW - 1);
+            if (nl < 0) {
+                if (n - p >= HEADER_WINDOW) {
+                    out = result(start, count, STOP_ERROR, "invalid bulk length");
+                    goto done;
+                }
+                complete = 0;
+                break;
+            }
+            if (parse_len(buf + p + 1, nl - p - 1, &size) < 0 || size < 0 || size > max_bulk) {
+                out = result(start, count, STOP_ERROR, "invalid bulk length");
+                goto done;
+            }
+            Py_ssize_t data = nl + 2;
+            if ((long long)(n - data) < size + 2) {
+                complete = 0;
+                break;
+            }
+            p = data + (Py_ssize_t)size + 2;
+            if (buf[p - 2] != '\r' || buf[p - 1] != '\n') {
+                out = result(start, count, STOP_ERROR, "bulk string not terminated by CRLF");
+                goto done;
+            }
+            if (i == 0 && !is_special && size <= MAX_NAME) {
+                char upper[MAX_NAME];
+                for (long long k = 0; k < size; k++) {
+                    char c = buf[data + k];
+                    upper[k] = (c >= 'a' && c <= 'z') ? (char)(c - 32) : c;
+                }
+                PyObject *name = PyBytes_FromStringAndSize(upper, (Py_ssize_t)size);
+                if (name == NULL)
+                    goto done;
+                int found = PySet_Contains(special, name);
+                Py_DECREF(name);
+                if (found < 0)
+                    goto done;
+                is_special = found;
+            }
+        }
+        if (!complete) {
+            out = result(start, count, STOP_INCOMPLETE, NULL);
+            goto done;
+        }
+        if (is_special) {
+            out = result(start, count, STOP_SPECIAL, NULL);
+            goto done;
+        }
+        count++;
+        pos = p;
+    }
+    out = result(pos, count, STOP_DONE, NULL);
+done:
+    PyBuffer_Release(&view);
+    return out;
+}
+
+/*
+ * scan_replies(buf, pos, want) -> (end, replies)
+ *
+ * Skips up to `want` complete replies from pos; top-level pushes ('>') are
+ * skipped too but not counted. Raises ValueError on a reply it cannot parse.
+ */
+static PyObject *scan_replies(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos, want;
+
+    if (!PyArg_ParseTuple(args, "y*nn", &view, &pos, &want))
+        return NULL;
+    const char *buf = view.buf;
+    Py_ssize_t n = view.len;
+    Py_ssize_t replies = 0;
+
+    while (replies < want && pos < n) {
+        int push = buf[pos] == '>';
+        long long need = 1;
+        Py_ssize_t p = pos;
+        int complete = 1;
+        while (need > 0) {
+            if (p >= n) {
+                complete = 0;
+                break;
+            }
+            Py_ssize_t nl = find_crlf(buf, p, n, -1);
+            if (nl < 0) {
+                complete = 0;
+                break;
+            }
+            char kind = buf[p];
+            long long value = 0;
+            need--;
+            if (kind == '$' || kind == '!' || kind == '=' || kind == '*' || kind == '~'
+                || kind == '>' || kind == '%' || kind == '|') {
+                if (parse_len(buf + p + 1, nl - p - 1, &value) < 0 || value > MAX_AGGREGATE) {
+                    PyBuffer_Release(&view);
+                    PyErr_SetString(PyExc_ValueError, "unparseable reply header");
+                    return NULL;
+                }
+            }
+            if (kind == '$' || kind == '!' || kind == '=') {
+                if (value < 0) {
+                    p = nl + 2;
+                } else {
+                    if ((long long)(n - nl) < value + 4) {
+                        complete = 0;
+                        break;
+                    }
+                    p = nl + 4 + (Py_ssize_t)value;
+                }
+            } else {
+                if (kind == '*' || kind == '~' || kind == '>') {
+                    if (value > 0)
+                        need += value;
+                } else if (kind == '%' || kind == '|') {
+                    if (value > 0)
+                        need += 2 * value;
+                    if (kind == '|')
+                        need += 1;
+                }
+                p = nl + 2;
+            }
+        }
+        if (!complete)
+            break;
+        pos = p;
+        if (!push)
+            replies++;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(nn)", pos, replies);
+}
+
+static PyMethodDef methods[] = {
+    {"scan_run", scan_run, METH_VARARGS, "Find the end of a run of ordinary commands."},
+    {"scan_replies", scan_replies, METH_VARARGS, "Find the end of up to N replies."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_scan", "Fast RESP framing (see resp.py).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__scan(void)
+{
+    return PyModule_Create(&module);
+}
