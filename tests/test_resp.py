@@ -155,3 +155,12 @@ def test_scan_run_reports_runs_and_stops() -> None:
     assert run(SET + b"PING\r\n", 0, 100, SPECIAL_NAMES)[2] == resp.STOP_INLINE
     assert run(SET + SET[:5], 0, 100, SPECIAL_NAMES)[2] == resp.STOP_INCOMPLETE
     assert run(b"*1\r\n$-1\r\n", 0, 100, None) == (0, 0, resp.STOP_ERROR, "invalid bulk length")
+
+
+def test_command_need_is_a_lower_bound_that_grows() -> None:
+    big = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n" + b"x" * 100_000 + b"\r\n"
+    for cut in (1, 10, 20, 30, 1000, 50_000, len(big) - 1):
+        need = resp.command_need(big[:cut], 0)
+        assert cut < need <= len(big)
+    assert resp.command_need(big[:30], 0) == len(big)
+    assert resp.command_need(b"PIN", 0) == 4

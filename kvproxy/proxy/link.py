@@ -92,6 +92,8 @@ class Link(asyncio.Protocol):
         self.setup: Callable[[], list[tuple[bytes, Sink]]] | None = None
         self.closed = asyncio.Event()
         self.closing = False
+        #: Connected and accepting batches (kept as a flag for the hot path).
+        self.ready = False
 
     # ---- connecting -------------------------------------------------------
 
@@ -129,6 +131,7 @@ class Link(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.ready = True
         self.closed.clear()
         self.buf = b""
         self.stream_left = 0
@@ -163,7 +166,7 @@ class Link(asyncio.Protocol):
 
     def send(self, sink: Sink, data: bytes | bytearray) -> None:
         """Queue one batch; its sink already holds the Batch at its order's end."""
-        if self.connected:
+        if self.ready:
             self.outbox.append(data)
             self.waiters.append(sink)
             if not self.flush_scheduled:
@@ -306,6 +309,7 @@ class Link(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         log.debug("%s link to %s:%d closed", self.name, *self.address)
         self.transport = None
+        self.ready = False
         self.buf = b""
         self.stream_left = 0
         if not self.closing:

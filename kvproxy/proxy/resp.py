@@ -105,6 +105,31 @@ def command_end(
     return p, name
 
 
+def command_need(buf: bytes | bytearray, pos: int) -> int:
+    """How many bytes from ``pos`` the incomplete command there needs at least.
+
+    Lets the session wait for a large value without looking at it again on
+    every read. Only a lower bound: headers not yet received count as one byte.
+    """
+    n = len(buf)
+    if buf[pos] != 42:
+        return n - pos + 1
+    nl = buf.find(CRLF, pos, pos + HEADER_WINDOW)
+    count = parse_len(buf[pos + 1 : nl]) if nl >= 0 else None
+    if count is None:
+        return n - pos + 1
+    p = nl + 2
+    for _ in range(count):
+        nl = buf.find(CRLF, p, p + HEADER_WINDOW) if p < n else -1
+        size = parse_len(buf[p + 1 : nl]) if nl >= 0 else None
+        if size is None or size < 0:
+            return max(p, n) - pos + 1
+        p = nl + 2 + size + 2
+        if p > n:
+            return p - pos
+    return n - pos + 1
+
+
 def py_scan_run(
     buf: bytes | bytearray, pos: int, max_bulk_len: int, special: Set[bytes] | None
 ) -> tuple[int, int, int, str | None]:

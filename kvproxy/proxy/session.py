@@ -29,6 +29,7 @@ from kvproxy.proxy.resp import (
     ProtocolError,
     command_args,
     command_end,
+    command_need,
     inline_args,
     inline_end,
     scan_run,
@@ -44,7 +45,10 @@ log = logging.getLogger("kvproxy.session")
 # link switch, or stop reading this client.
 _FORWARD, _HANDLED, _OWN_BATCH, _BLOCK, _STOP = range(5)
 
-NOAUTH = b"-NOAUTH Authentication required.\r\n"
+
+
+def _discard(data: bytes | bytearray | memoryview) -> None:
+    """Where replies go once their client has gone."""
 
 
 def encode_command(*args: bytes) -> bytes:
@@ -59,7 +63,11 @@ class Session(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.order: deque[Batch | bytes] = deque()
-        self.buf: bytes | bytearray = b""
+        #: Received bytes not forwarded yet, kept as they came (joined once
+        #: ``need`` bytes are there, so a large value is copied only once).
+        self.pending: list[bytes] = []
+        self.pending_len = 0
+        self.need = 0
         self.blocked = False
         self.closing = False
         self.closed = False
@@ -84,6 +92,7 @@ class Session(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.write = self.transport.write  # type: ignore[method-assign]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.proxy.sessions.add(self)
@@ -91,6 +100,7 @@ class Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.write = _discard  # type: ignore[method-assign]
         self.proxy.sessions.discard(self)
         if self.dedicated is not None:
             self.dedicated.close()
@@ -101,14 +111,26 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        if self.buf:
-            if not isinstance(self.buf, bytearray):
-                self.buf = bytearray(self.buf)
-            self.buf += data
-        else:
-            self.buf = data
-        if not self.blocked:
-            self._process()
+        if self.pending or self.blocked:
+            self.pending.append(data)
+            self.pending_len += len(data)
+            if self.blocked or self.pending_len < self.need:
+                return
+            data = self._take_pending()
+        self._process(data)
+
+    def _take_pending(self) -> bytes:
+        data = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
+        self.pending = []
+        self.pending_len = self.need = 0
+        return data
+
+    def _keep(self, buf: bytes | bytearray, pos: int, need: int = 0) -> None:
+        """Hold ``buf[pos:]`` until ``need`` bytes (at least) are there."""
+        rest = bytes(buf[pos:]) if pos or not isinstance(buf, bytes) else buf
+        self.pending = [rest]
+        self.pending_len = len(rest)
+        self.need = need
 
     def eof_received(self) -> bool | None:
         self.closing = True
@@ -117,8 +139,7 @@ class Session(asyncio.Protocol):
 
     # ---- the scan loop -----------------------------------------------------
 
-    def _process(self) -> None:
-        buf = self.buf
+    def _process(self, buf: bytes | bytearray) -> None:
         n = len(buf)
         pos = 0
         max_bulk = self.max_bulk_len
@@ -135,10 +156,8 @@ class Session(asyncio.Protocol):
             pos = self._one_command(buf, pos, stop == STOP_INLINE)
             if pos < 0:
                 return
-        if pos == n:
-            self.buf = b""
-        elif pos:
-            self.buf = bytearray(buf[pos:])
+        if pos < n:
+            self._keep(buf, pos, command_need(buf, pos))
         if self.link.write_paused:
             self._pause("upstream")
             self.link.paused_sessions.add(self)
@@ -154,7 +173,7 @@ class Session(asyncio.Protocol):
             if inline:
                 end = inline_end(buf, pos)
                 if end == INCOMPLETE:
-                    self.buf = bytearray(buf[pos:])
+                    self._keep(buf, pos)
                     return -1
                 args = inline_args(buf[pos:end])
                 if not args:  # an empty line gets no reply from the server
@@ -172,11 +191,10 @@ class Session(asyncio.Protocol):
         elif action == _OWN_BATCH:
             self._forward(buf[pos:end], 1, self._observed_batch(upper, args, buf[pos:end]))
         elif action == _BLOCK:
-            self.buf = buf[pos:]
+            self._keep(buf, pos)
             self._block_end = end - pos
             return -1
         elif action == _STOP:
-            self.buf = b""
             return -1
         return end
 
@@ -296,7 +314,7 @@ class Session(asyncio.Protocol):
             if self.closed:
                 return
             self.reply(link.unavailable_error())
-            self.buf = self.buf[self._block_end :]
+            self._keep(self._take_pending(), self._block_end)
             self._unblock()
             return
         try:
@@ -327,14 +345,13 @@ class Session(asyncio.Protocol):
     def _unblock(self) -> None:
         self.blocked = False
         self._unpause("switch")
-        if self.buf and not self.closing:
-            self._process()
+        if self.pending and not self.closing:
+            self._process(self._take_pending())
 
     # ---- replies -----------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self.closed:
-            self.transport.write(data)  # type: ignore[union-attr]
+        """Replaced by the transport's own write while the client is connected."""
 
     def reply(self, data: bytes) -> None:
         """A reply of the proxy's own, in its place among the upstream's."""
@@ -346,6 +363,15 @@ class Session(asyncio.Protocol):
     def batch_done(self) -> None:
         order = self.order
         order.popleft()
+        if order:
+            if order[0].__class__ is not Batch:
+                self._write_ready()
+        elif self.drained is not None or self.closing:
+            self._drain_event()
+
+    def _write_ready(self) -> None:
+        """Write the proxy's own replies that are now at the head of the order."""
+        order = self.order
         while order and not isinstance(order[0], Batch):
             self.write(order.popleft())  # type: ignore[arg-type]
         if not order:
@@ -357,10 +383,7 @@ class Session(asyncio.Protocol):
             if isinstance(item, Batch):
                 order[index] = error_reply * item.remaining
                 break
-        while order and not isinstance(order[0], Batch):
-            self.write(order.popleft())  # type: ignore[arg-type]
-        if not order:
-            self._drain_event()
+        self._write_ready()
 
     def _drain_event(self) -> None:
         if self.drained is not None and not self.drained.done():
@@ -378,7 +401,7 @@ class Session(asyncio.Protocol):
         log.warning("client %s: protocol error: %s", self.peer, reason)
         self.reply(error(f"ERR Protocol error: {reason}"))
         self.closing = True
-        self.buf = b""
+        self.pending = []
         self._close_if_done()
 
     def _close_if_done(self) -> None:
