@@ -104,3 +104,32 @@ def test_kvrocks_namespace_token_is_not_admin(make_upstream, make_proxy) -> None
     admin = proxy.client(password=PASSWORD)
     assert admin.get("ns-key") is None  # namespaces stay apart through the proxy
     assert admin.execute_command("KVCLOUD", "STATUS")[1] == b"idle"
+
+
+def test_pipelined_auth_then_kvcloud_sees_the_auth(protected: tuple[Upstream, Proxy]) -> None:
+    _, proxy = protected
+    script = cmd("AUTH", "default", PASSWORD) + cmd("KVCLOUD", "STATUS") + cmd("GET", "guarded")
+    reply = raw_exchange(proxy.port, script)
+    assert reply.startswith(b"+OK\r\n*22\r\n$5\r\nstate\r\n$4\r\nidle\r\n")
+    assert reply.endswith(b"$5\r\nvalue\r\n")
+
+
+def test_kvcloud_refused_when_the_server_wants_an_unconfigured_password(
+        make_upstream, make_proxy) -> None:  # type: ignore[no-untyped-def]
+    server: Upstream = make_upstream(password=PASSWORD)
+    proxy: Proxy = make_proxy(server.port)
+    client = proxy.client(password=PASSWORD)
+    assert client.ping() is True
+    with pytest.raises(redis.ResponseError, match="needs upstream_password"):
+        client.execute_command("KVCLOUD", "STATUS")
+    assert client.execute_command("KVCLOUD", "HELP")
+    assert "requires a password" in proxy.log()
+
+
+def test_proxy_password_the_server_does_not_take_is_never_accepted_locally(
+        make_upstream, make_proxy) -> None:  # type: ignore[no-untyped-def]
+    server: Upstream = make_upstream()  # no requirepass at all
+    proxy: Proxy = make_proxy(server.port, f"[kvcloud]\nupstream_password = {PASSWORD}\n")
+    script = cmd("AUTH", PASSWORD) + cmd("PING")
+    assert raw_exchange(proxy.port, script) == raw_exchange(server.port, script)
+    assert "rejected upstream_password" in proxy.log()

@@ -205,3 +205,20 @@ def test_upstream_shutdown_closes_client_and_proxy_recovers(
     time.sleep(0.6)  # past the proxy's quick-fail window after a failed connect
     assert proxy.client().ping() is True
     bystander.close()
+
+
+def test_unsubscribe_with_many_channels_keeps_other_clients_replies(
+        upstream: Upstream, proxy: Proxy) -> None:
+    script = cmd("UNSUBSCRIBE", "a", "b", "c") + cmd("PUNSUBSCRIBE", "x.*", "y.*")
+    assert raw_exchange(proxy.port, script) == raw_exchange(upstream.port, script)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as other:
+        for _ in range(20):  # replies to the UNSUBSCRIBEs must never reach this client
+            raw_exchange(proxy.port, cmd("UNSUBSCRIBE", "a", "b"), settle=0.05)
+            other.sendall(cmd("ECHO", "mine"))
+            assert other.recv(100) == b"$4\r\nmine\r\n"
+
+
+def test_quit_in_subscribe_mode_comes_after_pending_replies(proxy: Proxy) -> None:
+    reply = raw_exchange(proxy.port, cmd("SUBSCRIBE", "q1") + cmd("QUIT"), expect_close=True)
+    assert reply.startswith(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nq1\r\n:1\r\n")
+    assert reply.endswith(b"+OK\r\n")

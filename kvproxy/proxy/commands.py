@@ -31,6 +31,8 @@ RAW = frozenset(
     name.encode()
     for name in (
         "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "MONITOR", "SYNC", "PSYNC",
+        # one reply per channel, and pushes after
+        "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE",
         "REPLCONF", "_FETCH_META", "_FETCH_FILE",
     )
 )

@@ -84,6 +84,9 @@ class KvCloud:
         return encode(value, caller.resp3)
 
     def _refusal(self, caller: Caller) -> bytes | None:
+        if self.proxy.upstream_requires_auth:
+            return error("ERR KVCLOUD needs upstream_password in kvcloud.conf: "
+                         "the server requires a password")
         if not caller.authenticated:
             return b"-NOAUTH Authentication required.\r\n"
         if not caller.admin:

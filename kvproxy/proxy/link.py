@@ -33,7 +33,7 @@ RETRY_AFTER = 0.5
 class Sink(Protocol):
     """Who a link hands replies to: a client session, or the link's own setup."""
 
-    order: deque[Batch | bytes]
+    order: deque[Batch | bytes | Callable[[], bytes]]
 
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
     def batch_done(self) -> None: ...
@@ -47,7 +47,7 @@ class SetupReply:
 
     def __init__(self, on_reply: Callable[[bytes], None] | None = None) -> None:
         self.on_reply = on_reply
-        self.order: deque[Batch | bytes] = deque([Batch(1)])
+        self.order: deque[Batch | bytes | Callable[[], bytes]] = deque([Batch(1)])
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.on_reply is not None:
@@ -313,7 +313,11 @@ class Link(asyncio.Protocol):
         self.buf = b""
         self.stream_left = 0
         if not self.closing:
-            self._failed(str(exc) if exc else "connection closed by the server")
+            reason = str(exc) if exc else "connection closed by the server"
+            if self.owner is None:
+                self._failed(reason)
+            else:  # a client's own connection: its end is the client's business
+                log.debug("dedicated link to %s:%d ended: %s", *self.address, reason)
         self.outbox.clear()
         lost, self.waiters = self.waiters, deque()
         seen: set[int] = set()

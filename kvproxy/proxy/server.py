@@ -21,10 +21,12 @@ class Proxy:
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shared = Link(self.upstream_address, self.connect_timeout, "shared")
-        if config["upstream_password"] is not None:
-            self.shared.setup = self.auth_setup
-        #: False once the server refused upstream_password on the shared link.
-        self.shared_auth_ok = True
+        self.shared.setup = self._shared_setup
+        #: Whether the server accepted upstream_password on the shared link
+        #: (None until it answered): only then may the proxy answer AUTH itself.
+        self.shared_auth_ok: bool | None = None
+        #: Whether the server wants a password the config does not give.
+        self.upstream_requires_auth = False
         self.kvcloud = KvCloud(self)
         self.server: asyncio.Server | None = None
         self.stopping = asyncio.Event()
@@ -49,11 +51,23 @@ class Proxy:
         password = self.config["upstream_password"].encode()
         return [(encode_command(b"AUTH", password), SetupReply(self._auth_outcome))]
 
+    def _shared_setup(self) -> list[tuple[bytes, Sink]]:
+        """First words on a new shared connection: AUTH, or a PING to learn if one is needed."""
+        if self.config["upstream_password"] is not None:
+            return self.auth_setup()
+        return [(encode_command(b"PING"), SetupReply(self._probe_outcome))]
+
     def _auth_outcome(self, reply: bytes) -> None:
         ok = not reply.startswith(b"-")
-        if not ok and self.shared_auth_ok:
+        if not ok and self.shared_auth_ok is not False:
             log.warning("upstream rejected upstream_password from kvcloud.conf")
         self.shared_auth_ok = ok
+
+    def _probe_outcome(self, reply: bytes) -> None:
+        self.upstream_requires_auth = reply.startswith(b"-NOAUTH")
+        if self.upstream_requires_auth:
+            log.warning("upstream requires a password: set upstream_password in kvcloud.conf "
+                        "(KVCLOUD is refused until then)")
 
     async def start(self) -> None:
         host, port = self.config["listen"]
@@ -64,6 +78,7 @@ class Proxy:
         log.info(
             "kvproxy listening on %s:%d, upstream %s:%d", host, port, *self.upstream_address
         )
+        self.shared.ensure_connecting()  # learn early whether the server takes our password
 
     def request_stop(self) -> None:
         self.stopping.set()

@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, cast
 
 from kvproxy.proxy import commands
@@ -62,7 +62,9 @@ class Session(asyncio.Protocol):
         self.dedicated: Link | None = None
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
-        self.order: deque[Batch | bytes] = deque()
+        #: Replies still to come, in request order: batches the upstream
+        #: answers, and the proxy's own replies (ready, or made in turn).
+        self.order: deque[Batch | bytes | Callable[[], bytes]] = deque()
         #: Received bytes not forwarded yet, kept as they came (joined once
         #: ``need`` bytes are there, so a large value is copied only once).
         self.pending: list[bytes] = []
@@ -209,26 +211,28 @@ class Session(asyncio.Protocol):
 
     def _special(self, upper: bytes, args: list[bytes], inline: bool) -> int:  # noqa: C901
         if upper == commands.KVCLOUD:
-            self.reply(self.proxy.kvcloud.handle(self, args[1:]))
+            # Answered when its turn comes, so it sees what earlier commands did (AUTH).
+            kvcloud, sub_args = self.proxy.kvcloud, args[1:]
+            self.reply_later(lambda: kvcloud.handle(self, sub_args))
             return _HANDLED
+        if self.raw:
+            return _FORWARD  # QUIT too: the server answers it after what is in flight
         if upper == commands.QUIT:
             self.reply(OK)
             self.closing = True
             self._close_if_done()
             return _STOP
         if self.dedicated is None:
-            if upper == commands.CLIENT and len(args) > 2 and args[1].upper() == b"SETINFO":
-                return _OWN_BATCH  # client metadata: shared, and replayed if it pins later
-            if (upper == commands.AUTH and len(args) == 2 and self.proxy.shared_auth_ok
-                    and self._is_proxy_password(args[1])):
+            if upper == commands.AUTH and len(args) == 2 and self._proxy_auth(args[1]):
                 self.authenticated = self.admin = self.auth_local = True
                 self.special = commands.SPECIAL
                 self.reply(OK)
                 return _HANDLED
+            if (self.authenticated and upper == commands.CLIENT and len(args) > 2
+                    and args[1].upper() == b"SETINFO"):
+                return _OWN_BATCH  # client metadata: shared, and replayed if it pins later
             self._start_switch(self._pin())
             return _BLOCK
-        if self.raw:
-            return _FORWARD
         if upper == commands.AUTH or upper == commands.HELLO:
             return _OWN_BATCH
         if inline:
@@ -241,6 +245,10 @@ class Session(asyncio.Protocol):
         return _FORWARD
 
     # ---- authentication ----------------------------------------------------
+
+    def _proxy_auth(self, candidate: bytes) -> bool:
+        """AUTH the proxy may answer itself: its own password, known good upstream."""
+        return self.proxy.shared_auth_ok is True and self._is_proxy_password(candidate)
 
     def _is_proxy_password(self, candidate: bytes) -> bool:
         password = self.proxy.config["upstream_password"]
@@ -353,6 +361,13 @@ class Session(asyncio.Protocol):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Replaced by the transport's own write while the client is connected."""
 
+    def reply_later(self, make: Callable[[], bytes]) -> None:
+        """A reply of the proxy's own, made when every earlier reply has gone out."""
+        if self.order and not self.raw:
+            self.order.append(make)
+        else:
+            self.write(make())
+
     def reply(self, data: bytes) -> None:
         """A reply of the proxy's own, in its place among the upstream's."""
         if self.order and not self.raw:
@@ -373,7 +388,8 @@ class Session(asyncio.Protocol):
         """Write the proxy's own replies that are now at the head of the order."""
         order = self.order
         while order and not isinstance(order[0], Batch):
-            self.write(order.popleft())  # type: ignore[arg-type]
+            item = order.popleft()
+            self.write(item if isinstance(item, bytes) else item())  # type: ignore[operator]
         if not order:
             self._drain_event()
 
