@@ -7,6 +7,7 @@ A config is only ever replaced by another fully validated one, so a bad
 from __future__ import annotations
 
 import configparser
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ def _positive_int(value: str) -> int:
 
 def _positive_float(value: str) -> float:
     number = float(value)
-    if number <= 0:
+    if not math.isfinite(number) or number <= 0:
         raise ValueError(f"expected a positive number, got {value!r}")
     return number
 
@@ -70,6 +71,8 @@ def _compression(value: str) -> str:
 
 def _actions(value: str) -> tuple[str, ...]:
     actions = tuple(a.strip() for a in value.split(",") if a.strip())
+    if not actions:
+        raise ValueError("expected upload and/or restore, got nothing")
     for action in actions:
         if action not in ("upload", "restore"):
             raise ValueError(f"expected upload and/or restore, got {action!r}")
@@ -102,7 +105,7 @@ MAIN_KEYS: dict[str, Key] = {
     "server_binary": Key(_text, None),
     "server_args": Key(_text, ""),
     "server_dir": Key(_text, None),
-    "state_dir": Key(_text, None),
+    "state_dir": Key(_text, "kvproxy-data/state"),
     "source": Key(_choice("auto", "kvrocks-local", "kvrocks-remote", "redis", "directory"), "auto"),
     "prefix": Key(_text, "kvrocks"),
     "compression": Key(_compression, "zstd:3"),
@@ -133,6 +136,18 @@ PROVIDER_KEYS: dict[str, Key] = {
     "sas_token": Key(_text, None, secret=True),
     "connection_string": Key(_text, None, secret=True),
     "path": Key(_text, None),
+}
+
+#: Keys that mean something for each provider type.
+_COMMON_PROVIDER_KEYS = ("type", "actions")
+KEYS_BY_TYPE = {
+    "s3": _COMMON_PROVIDER_KEYS + ("bucket", "region", "endpoint_url", "profile",
+                                   "credentials_file", "access_key_id", "secret_access_key"),
+    "gcs": _COMMON_PROVIDER_KEYS + ("bucket", "project_id", "service_account_key",
+                                    "credentials_file", "endpoint_url"),
+    "azure": _COMMON_PROVIDER_KEYS + ("container", "account_name", "account_key", "sas_token",
+                                      "connection_string", "credentials_file", "endpoint_url"),
+    "file": _COMMON_PROVIDER_KEYS + ("path",),
 }
 
 #: What a provider of each type cannot work without.
@@ -221,6 +236,20 @@ def _parse_section(
     return values
 
 
+def _describe(exc: configparser.Error) -> str:
+    """The parser's complaint without quoting the line: it may hold a secret."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"line {exc.lineno}: a key before any [section]"
+    if isinstance(exc, configparser.ParsingError):
+        lines = ", ".join(str(number) for number, _ in exc.errors)
+        return f"line {lines}: not a 'key = value' line"
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f"line {exc.lineno}: section [{exc.section}] already exists"
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f"line {exc.lineno}: key {exc.option!r} given twice in [{exc.section}]"
+    return type(exc).__name__
+
+
 def parse(text: str, path: Path | None = None) -> Config:
     """Validate a whole file; raises ConfigError naming the first problem."""
     label = str(path) if path else "<config>"
@@ -230,7 +259,7 @@ def parse(text: str, path: Path | None = None) -> Config:
     try:
         parser.read_string(text, source=label)
     except configparser.Error as exc:
-        raise ConfigError(f"{label}: {exc.message if hasattr(exc, 'message') else exc}") from None
+        raise ConfigError(f"{label}: {_describe(exc)}") from None
     values = {key: spec.default for key, spec in MAIN_KEYS.items()}
     providers: list[Provider] = []
     for section in parser.sections():
@@ -248,6 +277,11 @@ def parse(text: str, path: Path | None = None) -> Config:
         if "type" not in provider_values:
             raise ConfigError(f"{where}: missing 'type' (one of {', '.join(PROVIDER_TYPES)})")
         kind = provider_values["type"]
+        for key in provider_values:
+            if key not in KEYS_BY_TYPE[kind]:
+                allowed = ", ".join(KEYS_BY_TYPE[kind])
+                raise ConfigError(f"{where}: {key!r} does not apply to a {kind} provider "
+                                  f"(its keys: {allowed})")
         for required in REQUIRED_BY_TYPE[kind]:
             if required not in provider_values:
                 raise ConfigError(f"{where}: a {kind} provider needs {required!r}")

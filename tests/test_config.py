@@ -36,13 +36,25 @@ def test_defaults_without_a_file() -> None:
     ("[provider x]\ntype = s3\n", "needs 'bucket'"),
     ("[provider x]\ntype = ftp\n", "expected one of s3, gcs, azure, file"),
     ("[provider x]\ntype = file\npath = p\nactions = upload, delete\n", "upload and/or restore"),
-    ("no section header\n", "<config>"),
+    ("no section header\n", "<config>: line 1: a key before any [section]"),
     ("[kvcloud]\nlisten = a:1\n[kvcloud]\n", "already exists"),
+    ("[kvcloud]\nconnect_timeout = nan\n", "positive"),
+    ("[kvcloud]\nshutdown_timeout = inf\n", "positive"),
+    ("[provider x]\ntype = file\npath = p\nactions =\n", "got nothing"),
+    ("[provider x]\ntype = file\npath = p\nbucket = b\n", "does not apply to a file provider"),
+    ("[kvcloud]\nprefix = a\nprefix = b\n", "given twice"),
 ])
 def test_invalid_files_are_refused(text: str, message: str) -> None:
     with pytest.raises(config.ConfigError, match=None) as caught:
         config.parse(text)
     assert message in str(caught.value)
+
+
+def test_parse_errors_never_quote_the_line() -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse("[kvcloud]\nhunter2-secret-line\n")
+    assert "hunter2" not in str(caught.value)
+    assert "line 2" in str(caught.value)
 
 
 def test_unreadable_file(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -154,9 +156,15 @@ def test_refresh_reports_keys_that_need_a_restart(make_upstream, make_proxy) -> 
     server = make_upstream()
     proxy = make_proxy(server.port, "[kvcloud]\n")
     assert proxy.conf_path is not None
-    # listen comes from the command line, which still wins; server_dir needs a restart.
-    proxy.conf_path.write_text("[kvcloud]\nlisten = 127.0.0.1:1\nserver_dir = /tmp/x\n")
+    # log_level applies at once; listen comes from the command line, which still
+    # wins; server_dir needs a restart.
+    proxy.conf_path.write_text(
+        "[kvcloud]\nlisten = 127.0.0.1:1\nserver_dir = /tmp/x\nlog_level = debug\n")
     reply = proxy.client().execute_command("KVCLOUD", "REFRESH")
     fields = dict(zip(reply[0::2], reply[1::2], strict=True))
     assert fields[b"restart_required"] == b"server_dir"
+    assert "connected" not in proxy.log()
+    assert proxy.client().ping() is True
+    time.sleep(0.2)
+    assert "DEBUG kvproxy.session: client" in proxy.log()
     assert proxy.client().ping() is True

@@ -116,7 +116,7 @@ class KvCloud:
             log.warning("KVCLOUD REFRESH refused: %s", exc)
             return error(f"ERR config not reloaded, the old one stays: {exc}")
         needs_restart = [key for key in RESTART_KEYS if fresh[key] != current[key]]
-        self.proxy.config = fresh.keeping(current, RESTART_KEYS)
+        self.proxy.reconfigure(fresh.keeping(current, RESTART_KEYS))
         log.info("configuration reloaded from %s", current.path)
         return {
             "status": "reloaded",

@@ -7,6 +7,7 @@ import logging
 import signal
 from pathlib import Path
 
+from kvproxy import logs
 from kvproxy.config import Config
 from kvproxy.proxy.kvcloud import KvCloud
 from kvproxy.proxy.link import Link, SetupReply, Sink
@@ -46,6 +47,12 @@ class Proxy:
     @property
     def config_path(self) -> Path | None:
         return self.config.path
+
+    def reconfigure(self, config: Config) -> None:
+        """Take a reloaded config: what can change while running changes now."""
+        self.config = config
+        logs.setup(config["log_format"], config["log_level"])
+        self.shared.connect_timeout = self.connect_timeout
 
     def auth_setup(self) -> list[tuple[bytes, Sink]]:
         password = self.config["upstream_password"].encode()
