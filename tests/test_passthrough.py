@@ -222,3 +222,16 @@ def test_quit_in_subscribe_mode_comes_after_pending_replies(proxy: Proxy) -> Non
     reply = raw_exchange(proxy.port, cmd("SUBSCRIBE", "q1") + cmd("QUIT"), expect_close=True)
     assert reply.startswith(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nq1\r\n:1\r\n")
     assert reply.endswith(b"+OK\r\n")
+
+
+def test_large_array_reply_of_many_values(proxy: Proxy) -> None:
+    client = proxy.client()
+    values = {f"mget:{i}": bytes([i % 256]) * (1000 + i) for i in range(3000)}
+    client.mset(values)
+    big = b"x" * (3 * 1024 * 1024)
+    client.set("mget:big", big)
+    keys = [*values, "mget:big", "mget:missing"]
+    result = client.mget(keys)
+    assert result[:-2] == list(values.values())
+    assert result[-2:] == [big, None]
+    assert client.lrange("mget:none", 0, -1) == []

@@ -124,14 +124,35 @@ def test_scan_run_matches_reference_on_random_mutations() -> None:
             buf, 0, 100, SPECIAL_NAMES), buf
 
 
+def _walk(scan, stream: bytes, cuts: list[int], want: int) -> tuple[bytes, int]:  # type: ignore[no-untyped-def]
+    """Feed ``stream`` in pieces the way the link does; return what it passed on."""
+    out, kept, need, push, blob_left, replies = [], b"", 0, False, 0, 0
+    for piece in (stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)):
+        if blob_left:
+            take = min(blob_left, len(piece))
+            out.append(piece[:take])
+            blob_left -= take
+            piece = piece[take:]
+            if blob_left:
+                continue
+            if need == 0 and not push:
+                replies += 1
+        buf = kept + piece
+        end, got, need, push, blob_left = scan(buf, 0, want - replies, need, push)
+        out.append(buf[:end])
+        replies += got
+        kept = buf[end:]
+    return b"".join(out), replies
+
+
 @needs_c
 def test_scan_replies_matches_reference() -> None:
     rng = random.Random(11)
     stream = b"".join(REPLIES)
     for want in range(len(REPLIES) + 2):
         for cut in range(len(stream) + 1):
-            assert _scan.scan_replies(stream[:cut], 0, want) == resp.py_scan_replies(
-                stream[:cut], 0, want)
+            assert _scan.scan_replies(stream[:cut], 0, want, 0, False) == resp.py_scan_replies(
+                stream[:cut], 0, want), (want, cut)
     for _ in range(3000):
         data = bytearray(b"".join(rng.sample(REPLIES, 4)))
         data[rng.randrange(len(data))] = rng.choice(b"*$%>|\r\n-0123456789")
@@ -141,10 +162,24 @@ def test_scan_replies_matches_reference() -> None:
         except ValueError:
             expected = ValueError
         try:
-            got: object = _scan.scan_replies(buf, 0, 3)
+            got: object = _scan.scan_replies(buf, 0, 3, 0, False)
         except ValueError:
             got = ValueError
         assert got == expected, buf
+
+
+@pytest.mark.parametrize("scan", [resp.py_scan_replies, resp.scan_replies])
+def test_replies_pass_on_in_pieces_and_count_once(scan) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(5)
+    big = b"*3\r\n$70000\r\n" + b"a" * 70000 + b"\r\n:1\r\n$5\r\nhello\r\n"
+    stream = b"".join(REPLIES) + big + b">2\r\n+p\r\n+q\r\n" + b"+LAST\r\n"
+    # pushes are passed on but not counted
+    total = sum(not reply.startswith(b">") for reply in REPLIES) + 2
+    for _ in range(200):
+        cuts = sorted(rng.sample(range(1, len(stream)), rng.randint(1, 40)))
+        passed, replies = _walk(scan, stream, cuts, total)
+        assert passed == stream
+        assert replies == total
 
 
 def test_scan_run_reports_runs_and_stops() -> None:

@@ -180,84 +180,79 @@ done:
 }
 
 /*
- * scan_replies(buf, pos, want) -> (end, replies)
+ * scan_replies(buf, pos, want, need, push) -> (end, replies, need, push, blob_left)
  *
- * Skips up to `want` complete replies from pos; top-level pushes ('>') are
- * skipped too but not counted. Raises ValueError on a reply it cannot parse.
+ * Walks replies from pos, item by item, until `want` replies are complete or
+ * the bytes run out, so the caller can pass on everything up to `end` at
+ * once, even the first part of a reply still arriving. `need` > 0 on entry
+ * resumes a reply that still needs that many items (`push`: it is a RESP3
+ * push, which is skipped but not counted). On return, `need` and `push`
+ * describe the reply left unfinished at `end`; `blob_left` > 0 says `end`
+ * is inside a string payload that still needs that many bytes (its CRLF
+ * included). Raises ValueError on a reply it cannot parse.
  */
 static PyObject *scan_replies(PyObject *self, PyObject *args)
 {
     Py_buffer view;
     Py_ssize_t pos, want;
+    long long need;
+    int push;
 
-    if (!PyArg_ParseTuple(args, "y*nn", &view, &pos, &want))
+    if (!PyArg_ParseTuple(args, "y*nnLp", &view, &pos, &want, &need, &push))
         return NULL;
     const char *buf = view.buf;
     Py_ssize_t n = view.len;
     Py_ssize_t replies = 0;
+    long long blob_left = 0;
 
-    while (replies < want && pos < n) {
-        int push = buf[pos] == '>';
-        long long need = 1;
-        Py_ssize_t p = pos;
-        int complete = 1;
-        while (need > 0) {
-            if (p >= n) {
-                complete = 0;
+    for (;;) {
+        if (need == 0) {
+            if (replies >= want || pos >= n)
                 break;
-            }
-            Py_ssize_t nl = find_crlf(buf, p, n, -1);
-            if (nl < 0) {
-                complete = 0;
-                break;
-            }
-            char kind = buf[p];
-            long long value = 0;
-            need--;
-            if (kind == '$' || kind == '!' || kind == '=' || kind == '*' || kind == '~'
-                || kind == '>' || kind == '%' || kind == '|') {
-                if (parse_len(buf + p + 1, nl - p - 1, &value) < 0 || value > MAX_AGGREGATE) {
-                    PyBuffer_Release(&view);
-                    PyErr_SetString(PyExc_ValueError, "unparseable reply header");
-                    return NULL;
-                }
-            }
-            if (kind == '$' || kind == '!' || kind == '=') {
-                if (value < 0) {
-                    p = nl + 2;
-                } else {
-                    if ((long long)(n - nl) < value + 4) {
-                        complete = 0;
-                        break;
-                    }
-                    p = nl + 4 + (Py_ssize_t)value;
-                }
-            } else {
-                if (kind == '*' || kind == '~' || kind == '>') {
-                    if (value > 0)
-                        need += value;
-                } else if (kind == '%' || kind == '|') {
-                    if (value > 0)
-                        need += 2 * value;
-                    if (kind == '|')
-                        need += 1;
-                }
-                p = nl + 2;
+            push = buf[pos] == '>';
+            need = 1;
+        }
+        if (pos >= n)
+            break;
+        Py_ssize_t nl = find_crlf(buf, pos, n, -1);
+        if (nl < 0)
+            break;
+        char kind = buf[pos];
+        long long value = 0;
+        if (kind == '$' || kind == '!' || kind == '=' || kind == '*' || kind == '~'
+            || kind == '>' || kind == '%' || kind == '|') {
+            if (parse_len(buf + pos + 1, nl - pos - 1, &value) < 0 || value > MAX_AGGREGATE) {
+                PyBuffer_Release(&view);
+                PyErr_SetString(PyExc_ValueError, "unparseable reply header");
+                return NULL;
             }
         }
-        if (!complete)
-            break;
-        pos = p;
-        if (!push)
+        need--;
+        if ((kind == '$' || kind == '!' || kind == '=') && value >= 0) {
+            Py_ssize_t data = nl + 2;
+            if ((long long)(n - data) < value + 2) {
+                blob_left = value + 2 - (long long)(n - data);
+                pos = n;
+                break;
+            }
+            pos = data + (Py_ssize_t)value + 2;
+        } else {
+            if ((kind == '*' || kind == '~' || kind == '>') && value > 0)
+                need += value;
+            else if (kind == '%' || kind == '|')
+                need += 2 * (value > 0 ? value : 0) + (kind == '|' ? 1 : 0);
+            pos = nl + 2;
+        }
+        if (need == 0 && !push)
             replies++;
     }
     PyBuffer_Release(&view);
-    return Py_BuildValue("(nn)", pos, replies);
+    return Py_BuildValue("(nnLNL)", pos, replies, need, PyBool_FromLong(push), blob_left);
 }
 
 static PyMethodDef methods[] = {
     {"scan_run", scan_run, METH_VARARGS, "Find the end of a run of ordinary commands."},
-    {"scan_replies", scan_replies, METH_VARARGS, "Find the end of up to N replies."},
+    {"scan_replies", scan_replies, METH_VARARGS, "Walk up to N replies, item by item."},
     {NULL, NULL, 0, NULL},
 };
 

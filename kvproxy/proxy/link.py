@@ -18,13 +18,10 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from kvproxy.proxy.batch import Batch
-from kvproxy.proxy.resp import CRLF, scan_replies
+from kvproxy.proxy.resp import scan_replies
 
 log = logging.getLogger("kvproxy.link")
 
-#: A reply whose bulk payload is larger than this is forwarded as it arrives
-#: instead of being collected first.
-STREAM_THRESHOLD = 64 * 1024
 #: After a failed connect, further batches fail at once for this long instead
 #: of each waiting for its own attempt.
 RETRY_AFTER = 0.5
@@ -80,6 +77,10 @@ class Link(asyncio.Protocol):
         self.outbox: list[bytes | bytearray] = []
         self.flush_scheduled = False
         self.buf: bytes | bytearray = b""
+        #: Where the reply scanner stopped inside a reply: items it still
+        #: needs, whether it is a push, and payload bytes to pass through.
+        self.resume_need = 0
+        self.resume_push = False
         self.stream_left = 0
         self.raw_sink: Sink | None = None
         self.owner: Sink | None = None
@@ -134,7 +135,8 @@ class Link(asyncio.Protocol):
         self.ready = True
         self.closed.clear()
         self.buf = b""
-        self.stream_left = 0
+        self.stream_left = self.resume_need = 0
+        self.resume_push = False
         log.debug("%s link to %s:%d open", self.name, *self.address)
         # Setup commands (AUTH) go before anything queued while connecting.
         if self.setup is not None:
@@ -218,7 +220,7 @@ class Link(asyncio.Protocol):
         waiters = self.waiters
         if self.buf:
             buf = self.buf
-            buf += data  # a bytearray: the partial reply grows in place
+            buf += data  # a bytearray holding the start of an item header
         else:
             buf = data
         n = len(buf)
@@ -227,20 +229,22 @@ class Link(asyncio.Protocol):
             sink = waiters[0]
             batch = sink.order[0]
             try:
-                end, got = scan_replies(buf, pos, batch.remaining)  # type: ignore[union-attr]
+                pos_after, got, self.resume_need, self.resume_push, blob_left = scan_replies(
+                    buf, pos, batch.remaining, self.resume_need, self.resume_push  # type: ignore[union-attr]
+                )
             except ValueError:
                 self._desync("unparseable reply")
                 return
-            if end > pos:
-                chunk = buf if end - pos == n else buf[pos:end]
+            if pos_after > pos:
+                chunk = buf if pos_after - pos == n else buf[pos:pos_after]
                 sink.write(chunk)
                 if batch.observer is not None:  # type: ignore[union-attr]
                     batch.observer(bytes(chunk))  # type: ignore[union-attr]
-                pos = end
+                    batch.observer = None  # type: ignore[union-attr]
+                pos = pos_after
             if got < batch.remaining:  # type: ignore[union-attr]
                 batch.remaining -= got  # type: ignore[union-attr]
-                if pos < n and buf[pos] == 36:  # '$'
-                    pos = self._maybe_stream(buf, pos, sink)
+                self.stream_left = blob_left
                 break
             waiters.popleft()
             sink.batch_done()
@@ -250,7 +254,7 @@ class Link(asyncio.Protocol):
             self._keep_rest(buf, pos)
 
     def _continue_stream(self, data: bytes) -> bytes:
-        """Pass on the next part of a large reply; returns what follows it."""
+        """Pass on more of a string payload; returns what follows it."""
         sink = self.waiters[0]
         take = self.stream_left
         if take > len(data):
@@ -259,11 +263,12 @@ class Link(asyncio.Protocol):
             return b""
         sink.write(data[:take])
         self.stream_left = 0
-        batch = sink.order[0]
-        batch.remaining -= 1  # type: ignore[union-attr]
-        if not batch.remaining:  # type: ignore[union-attr]
-            self.waiters.popleft()
-            sink.batch_done()
+        if self.resume_need == 0 and not self.resume_push:  # it was a reply's last item
+            batch = sink.order[0]
+            batch.remaining -= 1  # type: ignore[union-attr]
+            if not batch.remaining:  # type: ignore[union-attr]
+                self.waiters.popleft()
+                sink.batch_done()
         return data[take:]
 
     def _keep_rest(self, buf: bytes | bytearray, pos: int) -> None:
@@ -276,19 +281,6 @@ class Link(asyncio.Protocol):
                 self._desync("reply nobody asked for")
         elif pos or not isinstance(buf, bytearray):
             self.buf = bytearray(buf[pos:])
-
-    def _maybe_stream(self, buf: bytes | bytearray, pos: int, sink: Sink) -> int:
-        """Forward a large top-level bulk reply as it arrives."""
-        nl = buf.find(CRLF, pos)
-        if nl < 0:
-            return pos
-        size = int(buf[pos + 1 : nl])
-        if size < STREAM_THRESHOLD:
-            return pos
-        end = nl + 4 + size
-        sink.write(buf[pos:])
-        self.stream_left = end - len(buf)
-        return len(buf)
 
     def _desync(self, why: str) -> None:
         log.warning("%s link to %s:%d: %s; closing it", self.name, *self.address, why)
@@ -311,7 +303,8 @@ class Link(asyncio.Protocol):
         self.transport = None
         self.ready = False
         self.buf = b""
-        self.stream_left = 0
+        self.stream_left = self.resume_need = 0
+        self.resume_push = False
         if not self.closing:
             reason = str(exc) if exc else "connection closed by the server"
             if self.owner is None:

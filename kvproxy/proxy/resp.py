@@ -238,18 +238,53 @@ def reply_end(buf: bytes | bytearray, pos: int) -> int:
     return pos
 
 
-def py_scan_replies(buf: bytes | bytearray, pos: int, want: int) -> tuple[int, int]:
-    """Skip up to ``want`` complete replies; pushes (``>``) are skipped, not counted."""
+def py_scan_replies(
+    buf: bytes | bytearray, pos: int, want: int, need: int = 0, push: bool = False
+) -> tuple[int, int, int, bool, int]:
+    """Walk replies item by item until ``want`` are complete or bytes run out.
+
+    Returns ``(end, replies, need, push, blob_left)``. Everything up to
+    ``end`` can be passed on at once, even the first part of a reply still
+    arriving; ``need`` and ``push`` describe that unfinished reply (pass them
+    back in to resume), and ``blob_left`` > 0 says ``end`` is inside a string
+    payload still missing that many bytes, CRLF included. Pushes (``>``) are
+    walked but not counted. Raises ValueError on a header it cannot read.
+    """
     n = len(buf)
     replies = 0
-    while replies < want and pos < n:
-        end = reply_end(buf, pos)
-        if end == INCOMPLETE:
+    while True:
+        if need == 0:
+            if replies >= want or pos >= n:
+                break
+            push = buf[pos] == 62  # '>'
+            need = 1
+        if pos >= n:
             break
-        if buf[pos] != 62:  # '>'
+        nl = buf.find(CRLF, pos)
+        if nl < 0:
+            break
+        kind = buf[pos]
+        value = 0
+        if kind in _BLOB_TYPES or kind in _ARRAY_TYPES or kind in _PAIR_TYPES:
+            parsed = parse_len(buf[pos + 1 : nl])
+            if parsed is None or parsed > _MAX_AGGREGATE:
+                raise ValueError("unparseable reply header")
+            value = parsed
+        need -= 1
+        if kind in _BLOB_TYPES and value >= 0:
+            data = nl + 2
+            if n - data < value + 2:
+                return n, replies, need, push, value + 2 - (n - data)
+            pos = data + value + 2
+        else:
+            if kind in _ARRAY_TYPES:
+                need += max(value, 0)
+            elif kind in _PAIR_TYPES:
+                need += 2 * max(value, 0) + (1 if kind == 124 else 0)  # '|'
+            pos = nl + 2
+        if need == 0 and not push:
             replies += 1
-        pos = end
-    return pos, replies
+    return pos, replies, need, push, 0
 
 
 try:
