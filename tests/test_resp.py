@@ -199,3 +199,15 @@ def test_command_need_is_a_lower_bound_that_grows() -> None:
         assert cut < need <= len(big)
     assert resp.command_need(big[:30], 0) == len(big)
     assert resp.command_need(b"PIN", 0) == 4
+
+
+def test_request_tracker_finds_the_end_in_any_pieces() -> None:
+    rng = random.Random(3)
+    command = b"*4\r\n$4\r\nMSET\r\n$1\r\nk\r\n$70000\r\n" + b"v" * 70000 + b"\r\n$0\r\n\r\n"
+    for _ in range(300):
+        cuts = sorted(rng.sample(range(1, len(command)), rng.randint(1, 30)))
+        tracker = resp.RequestTracker()
+        pieces = [command[a:b] for a, b in zip([0, *cuts], [*cuts, len(command)], strict=True)]
+        done = [tracker.feed(piece) for piece in pieces]
+        assert done[-1] is True and not any(done[:-1])
+    assert resp.RequestTracker().feed(b"*1\r\n$x\r\n") is True  # the scanner will say why

@@ -130,6 +130,53 @@ def command_need(buf: bytes | bytearray, pos: int) -> int:
     return n - pos + 1
 
 
+class RequestTracker:
+    """Follows one large command chunk by chunk until it is complete.
+
+    A command of many arguments would otherwise be joined and scanned again
+    on every read. The tracker only finds where the command ends; the scanner
+    still checks it once it is all there, so a malformed header just ends
+    tracking early.
+    """
+
+    def __init__(self) -> None:
+        self.carry = b""
+        self.skip = 0
+        self.args_left: int | None = None
+
+    def feed(self, chunk: bytes | bytearray) -> bool:
+        """True once the command is complete (or cannot be followed)."""
+        pos, n = 0, len(chunk)
+        while True:
+            if self.skip:
+                take = min(self.skip, n - pos)
+                self.skip -= take
+                pos += take
+                if self.skip:
+                    return False
+                if self.args_left == 0:
+                    return True
+            nl = chunk.find(b"\n", pos)
+            if nl < 0:
+                self.carry += chunk[pos:]
+                return len(self.carry) > HEADER_WINDOW
+            line = self.carry + chunk[pos : nl + 1]
+            self.carry = b""
+            pos = nl + 1
+            value = parse_len(line[1:-2]) if line.endswith(CRLF) else None
+            if value is None:
+                return True
+            if self.args_left is None:
+                self.args_left = value
+                if value <= 0:
+                    return True
+                continue
+            if value < 0 or self.args_left <= 0:
+                return True
+            self.args_left -= 1
+            self.skip = value + 2
+
+
 def py_scan_run(
     buf: bytes | bytearray, pos: int, max_bulk_len: int, special: Set[bytes] | None
 ) -> tuple[int, int, int, str | None]:

@@ -27,6 +27,7 @@ from kvproxy.proxy.resp import (
     STOP_INCOMPLETE,
     STOP_INLINE,
     ProtocolError,
+    RequestTracker,
     command_args,
     command_end,
     command_need,
@@ -45,6 +46,10 @@ log = logging.getLogger("kvproxy.session")
 # link switch, or stop reading this client.
 _FORWARD, _HANDLED, _OWN_BATCH, _BLOCK, _STOP = range(5)
 
+
+
+#: An incomplete command this large is followed chunk by chunk (RequestTracker).
+LARGE_REQUEST = 256 * 1024
 
 
 def _discard(data: bytes | bytearray | memoryview) -> None:
@@ -70,6 +75,7 @@ class Session(asyncio.Protocol):
         self.pending: list[bytes] = []
         self.pending_len = 0
         self.need = 0
+        self.tracker: RequestTracker | None = None
         self.blocked = False
         self.closing = False
         self.closed = False
@@ -116,7 +122,12 @@ class Session(asyncio.Protocol):
         if self.pending or self.blocked:
             self.pending.append(data)
             self.pending_len += len(data)
-            if self.blocked or self.pending_len < self.need:
+            if self.blocked:
+                return
+            if self.tracker is not None:
+                if not self.tracker.feed(data):
+                    return
+            elif self.pending_len < self.need:
                 return
             data = self._take_pending()
         self._process(data)
@@ -125,6 +136,7 @@ class Session(asyncio.Protocol):
         data = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
         self.pending = []
         self.pending_len = self.need = 0
+        self.tracker = None
         return data
 
     def _keep(self, buf: bytes | bytearray, pos: int, need: int = 0) -> None:
@@ -133,6 +145,10 @@ class Session(asyncio.Protocol):
         self.pending = [rest]
         self.pending_len = len(rest)
         self.need = need
+        if len(rest) > LARGE_REQUEST and rest[:1] == b"*":
+            self.tracker = RequestTracker()
+            if self.tracker.feed(rest):
+                self.tracker = None
 
     def eof_received(self) -> bool | None:
         self.closing = True
