@@ -94,7 +94,7 @@ class Kvrocks(Upstream):
     def command(self) -> list[str]:
         conf = self.directory / "kvrocks.conf"
         lines = ["bind 127.0.0.1", f"port {self.port}", f"dir {self.directory}",
-                 "daemonize no", "workers 2"]
+                 "daemonize no", "workers 2", "resp3-enabled yes"]
         if self.password:
             lines.append(f"requirepass {self.password}")
         conf.write_text("\n".join(lines) + "\n")

@@ -94,3 +94,9 @@ def test_overrides_win_and_survive_reload() -> None:
     assert overridden["upstream"] == ("127.0.0.1", 7000)
     assert overridden["listen"] == ("127.0.0.1", 6667)
     assert dict(overridden.overrides) == {"upstream": ("127.0.0.1", 7000)}
+
+
+def test_configuration_doc_shows_the_shipped_example() -> None:
+    doc = (EXAMPLE.parent.parent / "docs" / "configuration.md").read_text()
+    example = doc.split("```ini\n", 1)[1].split("```", 1)[0]
+    assert example == EXAMPLE.read_text()

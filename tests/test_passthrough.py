@@ -119,8 +119,7 @@ def test_blpop_times_out_and_is_woken(proxy: Proxy) -> None:
 
 
 def test_hello_3_and_resp3_replies(upstream: Upstream, proxy: Proxy) -> None:
-    if upstream.kind == "kvrocks":
-        pytest.skip("Kvrocks answers HELLO 3 only with resp3-enabled yes")
+    """Kvrocks needs resp3-enabled yes for this; tests/servers.py sets it."""
     hello = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"
     script = hello + b"*4\r\n$4\r\nHSET\r\n$2\r\nr3\r\n$1\r\nf\r\n" b"$1\r\nv\r\n" \
         b"*2\r\n$7\r\nHGETALL\r\n$2\r\nr3\r\n*2\r\n$3\r\nGET\r\n$4\r\nnone\r\n" \
