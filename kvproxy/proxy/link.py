@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from kvproxy.proxy.batch import Batch
-from kvproxy.proxy.resp import scan_replies
+from kvproxy.proxy.resp import Chunk, scan_replies, slice_of
 
 log = logging.getLogger("kvproxy.link")
 
@@ -74,7 +74,7 @@ class Link(asyncio.Protocol):
         self.name = name
         self.transport: asyncio.Transport | None = None
         self.waiters: deque[Sink] = deque()
-        self.outbox: list[bytes | bytearray] = []
+        self.outbox: list[Chunk] = []
         self.flush_scheduled = False
         self.buf: bytes | bytearray = b""
         #: Where the reply scanner stopped inside a reply: items it still
@@ -166,7 +166,7 @@ class Link(asyncio.Protocol):
 
     # ---- sending ----------------------------------------------------------
 
-    def send(self, sink: Sink, data: bytes | bytearray) -> None:
+    def send(self, sink: Sink, data: Chunk) -> None:
         """Queue one batch; its sink already holds the Batch at its order's end."""
         if self.ready:
             self.outbox.append(data)
@@ -185,7 +185,7 @@ class Link(asyncio.Protocol):
         self.waiters.append(sink)
         self.ensure_connecting()
 
-    def send_raw(self, data: bytes | bytearray) -> None:
+    def send_raw(self, data: Chunk) -> None:
         """Bytes that expect no counted reply (raw mode, empty commands)."""
         if self.connected:
             self.outbox.append(data)
@@ -236,7 +236,7 @@ class Link(asyncio.Protocol):
                 self._desync("unparseable reply")
                 return
             if pos_after > pos:
-                chunk = buf if pos_after - pos == n else buf[pos:pos_after]
+                chunk = buf if pos_after - pos == n else slice_of(buf, pos, pos_after)
                 sink.write(chunk)
                 if batch.observer is not None:  # type: ignore[union-attr]
                     batch.observer(bytes(chunk))  # type: ignore[union-attr]

@@ -40,6 +40,21 @@ class ProtocolError(Exception):
     """The client sent something that is not RESP; the text follows Redis'."""
 
 
+#: Bytes on their way through: received buffers and views into them.
+Chunk = bytes | bytearray | memoryview
+
+
+def slice_of(buf: bytes | bytearray, start: int, end: int) -> Chunk:
+    """Part of a received buffer, to pass on without copying it when that is safe.
+
+    A ``bytes`` object never changes, so a view of it may sit in a transport's
+    queue; a ``bytearray`` is ours and grows later, so it is copied.
+    """
+    if type(buf) is bytes and end - start > 4096:
+        return memoryview(buf)[start:end]
+    return buf[start:end]
+
+
 def parse_len(field: bytes | bytearray) -> int | None:
     """Strict decimal with an optional '-', as Redis reads lengths; None if not."""
     digits = field[1:] if field[:1] == b"-" else field

@@ -26,6 +26,7 @@ from kvproxy.proxy.resp import (
     STOP_ERROR,
     STOP_INCOMPLETE,
     STOP_INLINE,
+    Chunk,
     ProtocolError,
     RequestTracker,
     command_args,
@@ -34,6 +35,7 @@ from kvproxy.proxy.resp import (
     inline_args,
     inline_end,
     scan_run,
+    slice_of,
 )
 
 if TYPE_CHECKING:
@@ -164,7 +166,7 @@ class Session(asyncio.Protocol):
         while pos < n:
             end, count, stop, message = scan_run(buf, pos, max_bulk, self.special)
             if end > pos:
-                self._forward(buf if end - pos == n else buf[pos:end], count)
+                self._forward(buf if end - pos == n else slice_of(buf, pos, end), count)
                 pos = end
             if stop in (STOP_DONE, STOP_INCOMPLETE):
                 break
@@ -218,7 +220,7 @@ class Session(asyncio.Protocol):
 
     _block_end = 0
 
-    def _forward(self, data: bytes | bytearray, count: int, batch: Batch | None = None) -> None:
+    def _forward(self, data: Chunk, count: int, batch: Batch | None = None) -> None:
         if self.raw or not count:
             self.link.send_raw(data)
             return
