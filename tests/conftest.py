@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -35,33 +36,42 @@ def proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Itera
     server.stop()
 
 
-@pytest.fixture
-def make_upstream(tmp_path: Path) -> Iterator[Callable[..., Upstream]]:
-    started: list[Upstream] = []
+class _Started(list):  # type: ignore[type-arg]
+    """Servers a test started, stopped when it ends."""
 
+    def add(self, server: Server) -> Server:
+        self.append(server)
+        return server
+
+
+Server = TypeVar("Server", Upstream, Proxy)
+
+
+@pytest.fixture
+def _started() -> Iterator[_Started]:
+    started = _Started()
+    yield started
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def make_upstream(tmp_path: Path, _started: _Started) -> Callable[..., Upstream]:
     def make(kind: str = "redis", **kwargs: object) -> Upstream:
         cls = _upstream_class(kind)
-        server = cls(tmp_path / f"{kind}-{len(started)}", **kwargs).start()  # type: ignore[arg-type]
-        started.append(server)
-        return server
+        directory = tmp_path / f"{kind}-{len(_started)}"
+        return _started.add(cls(directory, **kwargs).start())  # type: ignore[arg-type]
 
-    yield make
-    for server in started:
-        server.stop()
+    return make
 
 
 @pytest.fixture
-def make_proxy(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
-    started: list[Proxy] = []
-
+def make_proxy(tmp_path: Path, _started: _Started) -> Callable[..., Proxy]:
     def make(upstream_port: int, conf: str | None = None, args: list[str] | None = None) -> Proxy:
-        server = Proxy(tmp_path / f"proxy-{len(started)}", upstream_port, conf, args).start()
-        started.append(server)
-        return server
+        directory = tmp_path / f"proxy-{len(_started)}"
+        return _started.add(Proxy(directory, upstream_port, conf, args).start())
 
-    yield make
-    for server in started:
-        server.stop()
+    return make
 
 
 @pytest.fixture

@@ -38,6 +38,18 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None,
     raise RuntimeError(f"nothing listening on {port} after {timeout}s")
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+    """SIGTERM, then SIGKILL if it does not go; returns the exit status."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 def kvrocks_binary() -> str | None:
     return os.environ.get("KVROCKS_BIN") or shutil.which("kvrocks")
 
@@ -72,13 +84,8 @@ class Upstream:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process)
 
     def wait_stopped(self, timeout: float = 10.0) -> None:
         assert self.process is not None
@@ -134,16 +141,7 @@ class Proxy:
         self.process.send_signal(sig)
 
     def stop(self) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return None if self.process is None else terminate(self.process)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
