@@ -185,9 +185,9 @@ class Session(asyncio.Protocol):
     def _one_command(self, buf: bytes | bytearray, pos: int, inline: bool) -> int:
         """Deal with the one command at ``pos`` the scanner stopped at.
 
-        Returns where scanning goes on; ``len(buf)`` when the rest must wait
-        (incomplete), -1 when this call has taken over the buffer (a link
-        switch, QUIT, or a protocol error).
+        Returns where scanning goes on, or -1 when this call has dealt with the
+        rest of the buffer itself: kept it (an incomplete inline command, a
+        link switch) or dropped it (QUIT, a protocol error).
         """
         try:
             if inline:
