@@ -1,5 +1,5 @@
 """Where backups live: one small Store over an fsspec filesystem per provider."""
 
-from kvproxy.storage.store import NotFound, Store, StorageError
+from kvproxy.storage.store import NotFound, StorageError, Store
 
 __all__ = ["NotFound", "Store", "StorageError"]
