@@ -131,7 +131,9 @@ class Proxy:
         if self.conf_path is not None:
             cmd += ["--conf", str(self.conf_path)]
         log = open(self.log_path, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        # Run where relative paths of the config (state_dir) land in the test's directory.
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                        cwd=self.directory)
         log.close()
         wait_for_port(self.port, self.process)
         return self

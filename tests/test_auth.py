@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
+from kvproxy.proxy.kvcloud import STATUS_FIELDS
 from tests.servers import Proxy, Upstream, cmd, raw_exchange
 
 PASSWORD = "s3cret-upstream"
@@ -110,7 +111,8 @@ def test_pipelined_auth_then_kvcloud_sees_the_auth(protected: tuple[Upstream, Pr
     _, proxy = protected
     script = cmd("AUTH", "default", PASSWORD) + cmd("KVCLOUD", "STATUS") + cmd("GET", "guarded")
     reply = raw_exchange(proxy.port, script)
-    assert reply.startswith(b"+OK\r\n*22\r\n$5\r\nstate\r\n$4\r\nidle\r\n")
+    assert reply.startswith(b"+OK\r\n*%d\r\n$5\r\nstate\r\n$4\r\nidle\r\n"
+                            % (2 * len(STATUS_FIELDS)))
     assert reply.endswith(b"$5\r\nvalue\r\n")
 
 

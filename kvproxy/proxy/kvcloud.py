@@ -10,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING, Protocol
 
 from kvproxy import config as configuration
+from kvproxy.jobs.status import JobStatus
 from kvproxy.proxy.replies import Value, encode, error
 
 if TYPE_CHECKING:
@@ -34,19 +35,9 @@ HELP = {
 NOT_YET = ("UPLOAD", "RESTORE", "LIST", "VERIFY", "CANCEL", "PRUNE")
 
 #: Every field STATUS reports, in order, so clients can rely on the shape.
-STATUS_FIELDS = (
-    "state",
-    "job_id",
-    "operation",
-    "providers",
-    "backup_id",
-    "started_at",
-    "finished_at",
-    "bytes_done",
-    "bytes_total",
-    "throughput",
-    "error",
-)
+STATUS_FIELDS = tuple(JobStatus("", "", []).fields())
+_NUMBERS = ("files", "bytes_total", "bytes_done", "bytes_uploaded", "bytes_deduplicated",
+            "throughput")
 
 #: Keys REFRESH cannot apply to a running proxy.
 RESTART_KEYS = ("listen", "upstream", "upstream_password", "managed", "server_binary",
@@ -97,11 +88,19 @@ class KvCloud:
         return [f"KVCLOUD {line}" for line in HELP.values()]
 
     def _status(self, args: list[bytes]) -> Value:
+        jobs = self.proxy.jobs
         if args:
-            return error(f"ERR no such job: {args[0].decode(errors='replace')}")
-        status: dict[str, Value] = {key: "" for key in STATUS_FIELDS}
-        status.update(state="idle", bytes_done=0, bytes_total=0, throughput=0)
-        return status
+            job = jobs.get(args[0].decode(errors="replace"))
+            if job is None:
+                return error(f"ERR no such job: {args[0].decode(errors='replace')}; "
+                             "KVCLOUD STATUS without an id shows the latest")
+        else:
+            job = jobs.latest()
+        if job is None:
+            idle: dict[str, Value] = {key: 0 if key in _NUMBERS else "" for key in STATUS_FIELDS}
+            idle["state"] = "idle"
+            return idle
+        return job.fields()
 
     def _config(self, args: list[bytes]) -> Value:
         return dict(self.proxy.config.redacted())

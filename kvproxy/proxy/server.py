@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kvproxy import logs
 from kvproxy.config import Config
+from kvproxy.jobs.registry import Registry
 from kvproxy.proxy.kvcloud import KvCloud
 from kvproxy.proxy.link import Link, SetupReply, Sink
 from kvproxy.proxy.session import Session, encode_command
@@ -28,6 +29,7 @@ class Proxy:
         self.shared_auth_ok: bool | None = None
         #: Whether the server wants a password the config does not give.
         self.upstream_requires_auth = False
+        self.jobs = Registry(Path(config["state_dir"]))
         self.kvcloud = KvCloud(self)
         self.server: asyncio.Server | None = None
         self.stopping = asyncio.Event()
