@@ -15,7 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from kvproxy.proxy.batch import Batch
 from kvproxy.proxy.resp import Chunk, scan_replies, slice_of
@@ -30,7 +30,8 @@ RETRY_AFTER = 0.5
 class Sink(Protocol):
     """Who a link hands replies to: a client session, or the link's own setup."""
 
-    order: deque[Batch | bytes | Callable[[], bytes]]
+    #: The link only reads the head, a Batch while one of its batches is in flight.
+    order: deque[Any]
 
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
     def batch_done(self) -> None: ...
@@ -44,7 +45,7 @@ class SetupReply:
 
     def __init__(self, on_reply: Callable[[bytes], None] | None = None) -> None:
         self.on_reply = on_reply
-        self.order: deque[Batch | bytes | Callable[[], bytes]] = deque([Batch(1)])
+        self.order: deque[Any] = deque([Batch(1)])
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.on_reply is not None:
@@ -230,7 +231,7 @@ class Link(asyncio.Protocol):
             batch = sink.order[0]
             try:
                 pos_after, got, self.resume_need, self.resume_push, blob_left = scan_replies(
-                    buf, pos, batch.remaining, self.resume_need, self.resume_push  # type: ignore[union-attr]
+                    buf, pos, batch.remaining, self.resume_need, self.resume_push
                 )
             except ValueError:
                 self._desync("unparseable reply")
@@ -238,12 +239,12 @@ class Link(asyncio.Protocol):
             if pos_after > pos:
                 chunk = buf if pos_after - pos == n else slice_of(buf, pos, pos_after)
                 sink.write(chunk)
-                if batch.observer is not None:  # type: ignore[union-attr]
-                    batch.observer(bytes(chunk))  # type: ignore[union-attr]
-                    batch.observer = None  # type: ignore[union-attr]
+                if batch.observer is not None:
+                    batch.observer(bytes(chunk))
+                    batch.observer = None
                 pos = pos_after
-            if got < batch.remaining:  # type: ignore[union-attr]
-                batch.remaining -= got  # type: ignore[union-attr]
+            if got < batch.remaining:
+                batch.remaining -= got
                 self.stream_left = blob_left
                 break
             waiters.popleft()
@@ -265,8 +266,8 @@ class Link(asyncio.Protocol):
         self.stream_left = 0
         if self.resume_need == 0 and not self.resume_push:  # it was a reply's last item
             batch = sink.order[0]
-            batch.remaining -= 1  # type: ignore[union-attr]
-            if not batch.remaining:  # type: ignore[union-attr]
+            batch.remaining -= 1
+            if not batch.remaining:
                 self.waiters.popleft()
                 sink.batch_done()
         return data[take:]

@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, cast
 
 from kvproxy.proxy import commands
@@ -46,12 +46,16 @@ log = logging.getLogger("kvproxy.session")
 # What the scan loop does after a command it had to look at: count it into
 # the current run, answer it here, send it as a batch of its own, wait for a
 # link switch, or stop reading this client.
-_FORWARD, _HANDLED, _OWN_BATCH, _BLOCK, _STOP = range(5)
+_FORWARD, _HANDLED, _OWN_BATCH, _BLOCK, _STOP, _WAITING = range(6)
 
 
 
 #: An incomplete command this large is followed chunk by chunk (RequestTracker).
 LARGE_REQUEST = 256 * 1024
+
+
+#: What the proxy answers itself: bytes, or bytes to come (KVCLOUD ... WAIT).
+LocalReply = bytes | Awaitable[bytes]
 
 
 def _discard(data: bytes | bytearray | memoryview) -> None:
@@ -71,7 +75,8 @@ class Session(asyncio.Protocol):
         self.peer = "?"
         #: Replies still to come, in request order: batches the upstream
         #: answers, and the proxy's own replies (ready, or made in turn).
-        self.order: deque[Batch | bytes | Callable[[], bytes]] = deque()
+        self.order: deque[Batch | bytes | Callable[[], LocalReply] | asyncio.Future[bytes]] = (
+            deque())
         #: Received bytes not forwarded yet, kept as they came (joined once
         #: ``need`` bytes are there, so a large value is copied only once).
         self.pending: list[bytes] = []
@@ -216,6 +221,10 @@ class Session(asyncio.Protocol):
             return -1
         elif action == _STOP:
             return -1
+        elif action == _WAITING:
+            if end < len(buf):
+                self._keep(buf, end)
+            return -1
         return end
 
     _block_end = 0
@@ -231,8 +240,12 @@ class Session(asyncio.Protocol):
         if upper == commands.KVCLOUD:
             # Answered when its turn comes, so it sees what earlier commands did (AUTH).
             kvcloud, sub_args = self.proxy.kvcloud, args[1:]
+            waits = not self.raw and any(arg.upper() == b"WAIT" for arg in sub_args[1:])
+            if waits:  # like a blocking command: read nothing more until it is answered
+                self.blocked = True
+                self._pause("wait")
             self.reply_later(lambda: kvcloud.handle(self, sub_args))
-            return _HANDLED
+            return _WAITING if waits else _HANDLED
         if self.raw:
             return _FORWARD  # QUIT too: the server answers it after what is in flight
         if upper == commands.QUIT:
@@ -379,12 +392,15 @@ class Session(asyncio.Protocol):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Replaced by the transport's own write while the client is connected."""
 
-    def reply_later(self, make: Callable[[], bytes]) -> None:
-        """A reply of the proxy's own, made when every earlier reply has gone out."""
-        if self.order and not self.raw:
-            self.order.append(make)
-        else:
-            self.write(make())
+    def reply_later(self, make: Callable[[], LocalReply]) -> None:
+        """A reply of the proxy's own, made when every earlier reply has gone out.
+
+        ``make`` may return an awaitable (KVCLOUD ... WAIT): the reply is then
+        written when it completes, and nothing queued behind it goes first.
+        """
+        self.order.append(make)
+        if len(self.order) == 1:
+            self._write_ready()
 
     def reply(self, data: bytes) -> None:
         """A reply of the proxy's own, in its place among the upstream's."""
@@ -406,10 +422,34 @@ class Session(asyncio.Protocol):
         """Write the proxy's own replies that are now at the head of the order."""
         order = self.order
         while order and not isinstance(order[0], Batch):
-            item = order.popleft()
-            self.write(item if isinstance(item, bytes) else item())  # type: ignore[operator]
+            item = order[0]
+            if isinstance(item, asyncio.Future):
+                if not item.done():
+                    return
+                order.popleft()
+                self.write(item.result() if not item.cancelled() else b"")
+                self._waited()
+                continue
+            if not isinstance(item, bytes):
+                made = item()
+                if not isinstance(made, bytes):
+                    waiting = asyncio.ensure_future(made)
+                    order[0] = waiting
+                    waiting.add_done_callback(lambda _: self._write_ready())
+                    return
+                item = made
+            order.popleft()
+            self.write(item)
         if not order:
             self._drain_event()
+
+    def _waited(self) -> None:
+        """A reply the client waited for went out: read its next commands."""
+        if self.blocked and "wait" in self.pauses:
+            self.blocked = False
+            self._unpause("wait")
+            if self.pending and not self.closing:
+                self._process(self._take_pending())
 
     def batch_failed(self, error_reply: bytes) -> None:
         order = self.order
