@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 from pyfastcdc import FastCDC
 
@@ -76,6 +76,8 @@ class ChunkerParams:
 
 
 class Readable(Protocol):
+    """A binary stream with ``readinto`` (open(..., "rb"), io.BytesIO, fsspec files)."""
+
     def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
@@ -103,11 +105,12 @@ class Chunker:
                             normalized_chunking=params.normalization,  # type: ignore[arg-type]
                             seed=seed if params.keyed else 0)
 
-    def chunks(self, stream: Readable | BinaryIO) -> Iterator[tuple[int, bytes]]:
+    def chunks(self, stream: Readable) -> Iterator[tuple[int, bytes]]:
         """Yield ``(offset, data)`` for each chunk of ``stream`` read to its end.
 
-        ``data`` is a copy the caller may keep; at most ``2 * max_size +
-        max_size`` bytes are held at a time.
+        ``data`` is a copy the caller may keep. Held at a time: pyfastcdc's
+        window of ``2 * max_size`` plus the chunk being yielded (48 MiB with
+        the default parameters), whatever the stream's length.
         """
         for chunk in self._cdc.cut_stream(_Pieces(stream, self.read_size)):
             yield chunk.offset, bytes(chunk.data)

@@ -86,6 +86,14 @@ class KeySource:
     def given(self) -> bool:
         return self.file is not None or self.env_value is not None
 
+    def describe(self) -> str:
+        """Which source ``load`` would read, for messages (never the key itself)."""
+        if self.file is not None:
+            return f"encryption_key_file {self.file}"
+        if self.env_value is not None:
+            return f"environment variable {ENV_VAR}"
+        return "no key"
+
     def load(self) -> KeyMaterial | None:
         """Read the key from the first source present; None when none is."""
         if self.file is not None:

@@ -102,7 +102,8 @@ class SubKeys:
 
     @classmethod
     def derive(cls, master: bytes, repository_id: bytes) -> SubKeys:
-        seed = int.from_bytes(_hkdf(master, repository_id, LABEL_CHUNKER_SEED, 8), "big")
+        # 63 bits: pyfastcdc's Cython code overflows on seeds of 2**63 and above.
+        seed = int.from_bytes(_hkdf(master, repository_id, LABEL_CHUNKER_SEED, 8), "big") >> 1
         return cls(
             encryption=_hkdf(master, repository_id, LABEL_ENCRYPTION, KEY_SIZE),
             chunk_id=_hkdf(master, repository_id, LABEL_CHUNK_ID, KEY_SIZE),
