@@ -96,20 +96,3 @@ async def _serve(config: configuration.Config) -> None:
     finally:
         if managed is not None:
             await managed.stop()
-
-
-def cloud_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="kvrocks-cloud",
-        description="Back up and restore Kvrocks to S3, GCS and Azure without the proxy.",
-    )
-    parser.add_argument("--version", action="version", version=f"kvrocks-cloud {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in ("backup", "restore", "list", "verify", "prune", "keygen"):
-        sub.add_parser(name, help=f"{name} (not available in this version)")
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    print(f"kvrocks-cloud: {args.command} is not available in this version", file=sys.stderr)
-    return 2

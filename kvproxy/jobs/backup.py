@@ -24,6 +24,8 @@ from kvproxy.repo.errors import RepoError
 from kvproxy.repo.keys import KeySource
 from kvproxy.repo.repository import Repository
 from kvproxy.storage import StorageError, Store
+from kvproxy.storage.providers import check
+from kvproxy.storage.retry import RetryingStore
 from kvproxy.upstream.snapshot import Snapshot, SnapshotError
 
 log = logging.getLogger("kvproxy.backup")
@@ -82,7 +84,8 @@ async def _to_provider(config: Config, provider: Provider, snapshot: Snapshot,
 
     def work() -> str:
         store = open_store(provider, config["prefix"])
-        repo = open_repository(store, config, key_source(config))
+        check(store)  # a missing bucket or a refused credential fails here, clearly
+        repo = open_repository(RetryingStore(store), config, key_source(config))
         return upload_snapshot(repo, snapshot, int(config["parallelism"]), status, stop)
 
     future: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(work))

@@ -6,11 +6,15 @@ HELP, which only describes.
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
 
 from kvproxy import config as configuration
+from kvproxy.jobs.registry import Busy
 from kvproxy.jobs.status import JobStatus
+from kvproxy.jobs.targets import TargetError, select_providers
 from kvproxy.proxy.replies import Value, encode, error
 
 if TYPE_CHECKING:
@@ -31,8 +35,8 @@ HELP = {
     "HELP": "HELP -- this list",
 }
 
-#: Subcommands whose work arrives with the backup and restore engine.
-NOT_YET = ("UPLOAD", "RESTORE", "LIST", "VERIFY", "CANCEL", "PRUNE")
+#: Subcommands whose work arrives with the restore engine.
+NOT_YET = ("RESTORE", "LIST", "VERIFY", "CANCEL", "PRUNE")
 
 #: Every field STATUS reports, in order, so clients can rely on the shape.
 STATUS_FIELDS = tuple(JobStatus("", "", []).fields())
@@ -54,7 +58,7 @@ class KvCloud:
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
 
-    def handle(self, caller: Caller, args: list[bytes]) -> bytes:
+    def handle(self, caller: Caller, args: list[bytes]) -> bytes | Awaitable[bytes]:
         if not args:
             return error("ERR wrong number of arguments for 'kvcloud' command; try KVCLOUD HELP")
         sub = args[0].decode(errors="replace").upper()
@@ -69,10 +73,18 @@ class KvCloud:
             return error(
                 f"ERR unknown KVCLOUD subcommand '{sub}'; valid subcommands: {', '.join(HELP)}"
             )
-        value: Value = handler(args[1:])
+        value = handler(args[1:])
+        if inspect.isawaitable(value):
+            return self._encoded_later(value, caller.resp3)
         if isinstance(value, bytes) and value.startswith(b"-"):
             return value
         return encode(value, caller.resp3)
+
+    async def _encoded_later(self, value: Awaitable[Value], resp3: bool) -> bytes:
+        result = await value
+        if isinstance(result, bytes) and result.startswith(b"-"):
+            return result
+        return encode(result, resp3)
 
     def _refusal(self, caller: Caller) -> bytes | None:
         if self.proxy.upstream_requires_auth:
@@ -83,6 +95,28 @@ class KvCloud:
         if not caller.admin:
             return error("NOPERM KVCLOUD needs the upstream_password of kvcloud.conf (admin)")
         return None
+
+    def _upload(self, args: list[bytes]) -> Value | Awaitable[Value]:
+        words = [arg.decode(errors="replace") for arg in args]
+        wait = any(word.upper() == "WAIT" for word in words)
+        names = [word for word in words if word.upper() != "WAIT"]
+        config = self.proxy.config
+        if config["source"] == "directory":
+            return error("ERR KVCLOUD UPLOAD takes a snapshot from the server: set source = "
+                         "auto, kvrocks-local or redis (directory is for kvrocks-cloud -d)")
+        try:
+            providers = select_providers(config, names, "upload")
+            job = self.proxy.jobs.start("upload", [p.name for p in providers],
+                                        lambda status: self.proxy.backup(providers, status))
+        except (TargetError, Busy) as exc:
+            return error(f"ERR {exc}")
+        if not wait:
+            return job.job_id
+
+        async def final_status() -> Value:
+            return (await self.proxy.jobs.wait(job.job_id)).fields()
+
+        return final_status()
 
     def _help(self, args: list[bytes]) -> Value:
         return [f"KVCLOUD {line}" for line in HELP.values()]

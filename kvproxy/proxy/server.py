@@ -8,11 +8,16 @@ import signal
 from pathlib import Path
 
 from kvproxy import logs
-from kvproxy.config import Config
+from kvproxy.config import Config, Provider
+from kvproxy.jobs.backup import run_backup
 from kvproxy.jobs.registry import Registry
+from kvproxy.jobs.status import JobStatus
 from kvproxy.proxy.kvcloud import KvCloud
 from kvproxy.proxy.link import Link, SetupReply, Sink
 from kvproxy.proxy.session import Session, encode_command
+from kvproxy.storage.providers import open_store
+from kvproxy.upstream.control import Control
+from kvproxy.upstream.snapshot import Snapshot, take_snapshot
 
 log = logging.getLogger("kvproxy")
 
@@ -49,6 +54,16 @@ class Proxy:
     @property
     def config_path(self) -> Path | None:
         return self.config.path
+
+    async def backup(self, providers: list[Provider], status: JobStatus) -> None:
+        """KVCLOUD UPLOAD's job: a fresh snapshot from the upstream, to each provider."""
+        config = self.config
+
+        async def take(staging: Path) -> Snapshot:
+            async with Control(self.upstream_address, config["upstream_password"]) as control:
+                return await take_snapshot(control, config["source"], staging)
+
+        await run_backup(config, providers, status, take, open_store)
 
     def reconfigure(self, config: Config) -> None:
         """Take a reloaded config: what can change while running changes now."""

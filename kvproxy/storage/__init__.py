@@ -1,5 +1,12 @@
 """Where backups live: one small Store over an fsspec filesystem per provider."""
 
-from kvproxy.storage.store import NotFound, StorageError, Store
+from kvproxy.storage.store import (
+    AccessDenied,
+    BucketNotFound,
+    NotFound,
+    StorageError,
+    Store,
+    Unavailable,
+)
 
-__all__ = ["NotFound", "Store", "StorageError"]
+__all__ = ["AccessDenied", "BucketNotFound", "NotFound", "Store", "StorageError", "Unavailable"]

@@ -4,6 +4,11 @@ Every provider (S3, GCS, Azure, a local directory, fsspec's memory
 filesystem in unit tests) is an fsspec filesystem; a Store puts a root
 prefix in front of it and gives the rest of the code five operations with one
 not-found exception. Keys are '/'-separated paths relative to the root.
+
+Every other failure is a StorageError naming the provider and the key, of a
+kind callers can act on: AccessDenied (no or wrong credentials), BucketNotFound,
+Unavailable (worth retrying: ``retry.RetryingStore``). ``probe`` makes one
+cheap request to find these out before any work starts.
 """
 
 from __future__ import annotations
@@ -12,6 +17,13 @@ import os
 import posixpath
 import uuid
 from typing import Any
+
+from kvproxy.storage.errors import classify, reason
+
+#: Options for every object-store filesystem behind a Store: an instance of its own
+#: (credentials differ per provider) and no listing cache (list must see every write,
+#: including another writer's).
+FS_OPTIONS: dict[str, Any] = {"skip_instance_cache": True, "use_listings_cache": False}
 
 
 class StorageError(Exception):
@@ -22,12 +34,27 @@ class NotFound(StorageError):
     """No object under that key."""
 
 
-def _not_found(exc: BaseException) -> bool:
-    return isinstance(exc, FileNotFoundError | NotFound)
+class BucketNotFound(StorageError):
+    """The bucket (or Azure container) itself does not exist: not an empty one."""
+
+
+class AccessDenied(StorageError):
+    """No credentials, or the provider refused the ones given; retrying will not help."""
+
+
+class Unavailable(StorageError):
+    """The connection or the service failed (refused, reset, timeout, 5xx, throttled)."""
 
 
 class Store:
     """Objects under ``root`` in ``fs``; ``name`` is the provider's name for messages."""
+
+    #: Set by ``kvproxy.storage.providers.open_store``; used only in messages.
+    bucket: str = ""  # first part of root for object stores, "" otherwise
+    bucket_noun: str = "bucket"  # "container" for Azure
+    credentials: str = ""  # where the credentials came from, e.g. "environment"
+    tried: tuple[str, ...] = ()  # every credential source looked at, in order
+    secrets: tuple[str, ...] = ()  # values that must never appear in a message
 
     def __init__(self, fs: Any, root: str, name: str) -> None:
         self.fs = fs
@@ -41,10 +68,14 @@ class Store:
         return f"{self.root}/{key}" if self.root else key
 
     def read(self, key: str) -> bytes:
+        path = self.path(key)
         try:
-            return bytes(self.fs.cat_file(self.path(key)))
+            return bytes(self.fs.cat_file(path))
         except Exception as exc:  # noqa: BLE001 - every backend raises its own
-            raise self._error("read", key, exc) from exc
+            error = self._error("read", key, exc)
+            if isinstance(error, NotFound):
+                self._check_bucket()  # GCS answers 404 alike for a missing bucket
+            raise error from exc
 
     def write(self, key: str, data: bytes) -> None:
         """Store ``data`` whole under ``key``: readers never see part of it."""
@@ -55,44 +86,115 @@ class Store:
             else:
                 self.fs.pipe_file(path, data)  # one PUT: the object appears whole or not at all
         except Exception as exc:  # noqa: BLE001
-            raise self._error("write", key, exc) from exc
+            error = self._error("write", key, exc)
+            if isinstance(error, NotFound):
+                self._check_bucket()
+                error = StorageError(f"{self.name}: cannot write {key!r}: not found")
+            raise error from exc
 
     def exists(self, key: str) -> bool:
+        """Whether ``key`` exists; in a missing bucket that is False (``probe`` tells)."""
+        path = self.path(key)
         try:
-            return bool(self.fs.exists(self.path(key)))
+            return bool(self.fs.exists(path))
         except Exception as exc:  # noqa: BLE001
             raise self._error("check", key, exc) from exc
 
     def list(self, prefix: str) -> list[str]:
-        """Keys under ``prefix`` (recursively), sorted; empty if there are none."""
-        base = self.path(prefix.rstrip("/")) if prefix else self.root
+        """Keys under ``prefix`` (a '/'-separated directory, recursively), sorted;
+        empty if there are none."""
+        prefix = prefix.strip("/")
+        base = self.path(prefix) if prefix else self.root
         try:
             found = self.fs.find(base)
-        except FileNotFoundError:
-            return []
         except Exception as exc:  # noqa: BLE001
-            raise self._error("list", prefix, exc) from exc
+            error = self._error("list", prefix, exc)
+            if not isinstance(error, NotFound):
+                raise error from exc
+            found = []
+        if not found:
+            self._check_bucket()  # Azure lists a missing container as empty
         root = _strip_protocol(self.fs, self.root)
         keys = []
         for path in found:
             relative = posixpath.relpath(_strip_protocol(self.fs, path), root) if root else path
-            if not posixpath.basename(relative).startswith(".tmp-"):
+            if posixpath.basename(relative).startswith(".tmp-"):
+                continue
+            if not prefix or relative == prefix or relative.startswith(prefix + "/"):
                 keys.append(relative)
         return sorted(keys)
 
     def delete(self, key: str) -> None:
+        """Remove ``key``; a key that is not there is fine."""
+        path = self.path(key)
         try:
-            self.fs.rm_file(self.path(key))
+            self.fs.rm_file(path)
         except Exception as exc:  # noqa: BLE001
-            if _not_found(exc):
+            error = self._error("delete", key, exc)
+            if isinstance(error, NotFound):
                 return
-            raise self._error("delete", key, exc) from exc
+            raise error from exc
+
+    def probe(self) -> None:
+        """One cheap real request (a listing of the root), so callers can fail fast.
+
+        Raises AccessDenied (no or wrong credentials), BucketNotFound or
+        Unavailable with a message that says what to fix; an empty or not yet
+        existing prefix is fine.
+        """
+        try:
+            self.fs.ls(self.root, detail=False)
+            return
+        except Exception as exc:  # noqa: BLE001
+            error = self._error("list", "", exc)
+            if not isinstance(error, NotFound):
+                raise error from exc
+        self._check_bucket()
+
+    def _check_bucket(self) -> None:
+        """BucketNotFound if the bucket is missing; nothing if it is there, or if the
+        credentials may not list its top level (they may be limited to the prefix)."""
+        if not self.bucket:
+            return
+        try:
+            self.fs.ls(self.bucket, detail=False)
+        except Exception as exc:  # noqa: BLE001
+            error = self._error("list", "", exc)
+            if isinstance(error, NotFound):
+                raise self._missing_bucket() from exc
+            if not isinstance(error, AccessDenied):
+                raise error from exc
+
+    def _missing_bucket(self) -> BucketNotFound:
+        return BucketNotFound(f"{self.name}: {self.bucket_noun} {self.bucket!r} does not exist")
 
     def _error(self, action: str, key: str, exc: BaseException) -> StorageError:
-        if _not_found(exc):
+        kind = "not_found" if isinstance(exc, NotFound) else classify(exc, self.bucket)
+        if kind == "not_found":
             return NotFound(f"{self.name}: no object {key!r}")
-        reason = str(exc) or type(exc).__name__
-        return StorageError(f"{self.name}: cannot {action} {key!r}: {reason}")
+        if kind == "bucket_missing":
+            return self._missing_bucket()
+        tried = ", ".join(self.tried)
+        if kind == "no_credentials":
+            tried = tried or "the SDK default chain"
+            return AccessDenied(f"{self.name}: no credentials: tried {tried}")
+        target = repr(key) if key else repr(self.root)
+        what = f"cannot {action} {target}: {self._scrub(reason(exc))}"
+        if kind == "denied":
+            source = f"credentials from {self.credentials}" if self.credentials else ""
+            if tried:
+                source += f"{'; ' if source else ''}looked at, in order: {tried}"
+            return AccessDenied(f"{self.name}: access denied: {what}"
+                                + (f" ({source})" if source else ""))
+        if kind == "transient":
+            return Unavailable(f"{self.name}: {what}")
+        return StorageError(f"{self.name}: {what}")
+
+    def _scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:
