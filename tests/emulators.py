@@ -28,6 +28,7 @@ the SDKs find no credentials at all).
 from __future__ import annotations
 
 import importlib.util
+import base64
 import itertools
 import json
 import os
@@ -48,10 +49,10 @@ from tests.servers import free_port, terminate, wait_for_port
 
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-#: Azurite's published development account (not a secret).
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
-               "K1SZFPTOtr/KBHBeksoGMGw==")
+#: The account Azurite is started with (AZURITE_ACCOUNTS); its key is made per run,
+#: so no key lives in the repository.
+AZURITE_ACCOUNT = "kvproxytest"
+AZURITE_KEY = base64.b64encode(os.urandom(64)).decode()
 
 _names = itertools.count(1)
 
@@ -257,7 +258,7 @@ class FakeGcs(Emulator):
 
 
 class Azurite(Emulator):
-    """Azurite's blob service with its well-known development account
+    """Azurite's blob service with an account made for this run
     (``account_name``/``account_key``; ``connection_string``; ``sas_token()``).
     Started with --skipApiVersionCheck (azure-storage-blob 12.31 sends a newer API
     version than Azurite knows) and --inMemoryPersistence, or --location with
@@ -266,6 +267,9 @@ class Azurite(Emulator):
     kind = "azure"
     account_name = AZURITE_ACCOUNT
     account_key = AZURITE_KEY
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ, AZURITE_ACCOUNTS=f"{self.account_name}:{self.account_key}")
 
     def __init__(self, directory: Path, persistent: bool = False) -> None:
         super().__init__(directory)
