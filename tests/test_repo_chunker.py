@@ -127,7 +127,8 @@ def test_default_parameters_on_random_data(tmp_path: Path) -> None:
     path.write_bytes(os.urandom(48 * MiB))
     sizes = [len(d) for _, d in Chunker(ChunkerParams(), seed=42).file_chunks(path)]
     assert sum(sizes) == 48 * MiB
-    assert all(MiB <= s <= 16 * MiB for s in sizes[:-1])
+    assert sizes[0] == sizes[-1] == 64 * 1024  # the edge chunks
+    assert all(MiB <= s <= 16 * MiB for s in sizes[1:-2])  # the middle: FastCDC's sizes
 
 
 @pytest.mark.parametrize("fields", [
@@ -144,3 +145,27 @@ def test_parameters_round_trip_through_json() -> None:
     assert ChunkerParams.from_json(params.to_json()) == params
     with pytest.raises(RepoFormatError):
         ChunkerParams.from_json({**params.to_json(), "algorithm": "rabin"})
+
+
+def test_file_edges_are_chunks_of_their_own(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os as _os
+
+    params = ChunkerParams(min_size=1024, avg_size=4096, max_size=16384, keyed=False,
+                           edge_size=2048)
+    chunker = Chunker(params)
+    body = _os.urandom(200_000)
+    first = tmp_path / "first.rdb"
+    first.write_bytes(b"HEADER-1" + body + b"CRC-0001")
+    second = tmp_path / "second.rdb"
+    second.write_bytes(b"HEADER-2" + body + b"CRC-0002")
+    one = list(chunker.file_chunks(first))
+    two = list(chunker.file_chunks(second))
+    assert b"".join(d for _, d in one) == first.read_bytes()
+    assert [o for o, _ in one] == sorted(o for o, _ in one)
+    assert len(one[0][1]) == len(one[-1][1]) == 2048
+    # Only the two edges differ: every chunk between them is the same.
+    assert [d for _, d in one[1:-1]] == [d for _, d in two[1:-1]]
+    assert one[0][1] != two[0][1] and one[-1][1] != two[-1][1]
+    small = tmp_path / "small"
+    small.write_bytes(b"x" * 3000)
+    assert [len(d) for _, d in chunker.file_chunks(small)] == [3000]

@@ -76,7 +76,8 @@ def test_create_writes_repo_json(store: Store, source: KeySource) -> None:
     assert document["format"] == "kvproxy-repository" and document["version"] == 1
     assert document["chunker"] == {"algorithm": "fastcdc2020", "min_size": 1 << 20,
                                    "avg_size": 4 << 20, "max_size": 16 << 20,
-                                   "normalization": 1, "keyed": True}
+                                   "normalization": 1, "keyed": True,
+                                   "edge_size": 64 << 10}
     assert document["compression"] == "zstd:3"
     assert document["encryption"]["cipher"] == "aes-256-gcm"
     assert document["encryption"]["kdf"] == {"name": "none"}

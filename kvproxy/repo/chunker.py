@@ -47,6 +47,9 @@ class ChunkerParams:
     max_size: int = 16 * MiB
     normalization: int = 1
     keyed: bool = True
+    #: A file's first and last ``edge_size`` bytes are chunks of their own (see
+    #: ``Chunker.file_chunks``); 0 turns this off.
+    edge_size: int = 64 * 1024
 
     def __post_init__(self) -> None:
         for name, (low, high) in (("min_size", _MIN_RANGE), ("avg_size", _AVG_RANGE),
@@ -58,11 +61,14 @@ class ChunkerParams:
             raise RepoFormatError("chunker sizes must satisfy min_size <= avg_size <= max_size")
         if self.normalization not in (0, 1, 2, 3):
             raise RepoFormatError(f"chunker normalization {self.normalization!r} is not 0..3")
+        if not isinstance(self.edge_size, int) or not 0 <= self.edge_size <= _MAX_RANGE[1]:
+            raise RepoFormatError(f"chunker edge_size {self.edge_size!r} is outside "
+                                  f"[0, {_MAX_RANGE[1]}]")
 
     def to_json(self) -> dict[str, Any]:
         return {"algorithm": ALGORITHM, "min_size": self.min_size, "avg_size": self.avg_size,
                 "max_size": self.max_size, "normalization": self.normalization,
-                "keyed": self.keyed}
+                "keyed": self.keyed, "edge_size": self.edge_size}
 
     @classmethod
     def from_json(cls, value: Any) -> ChunkerParams:
@@ -70,7 +76,8 @@ class ChunkerParams:
             raise RepoFormatError(f"unknown chunker {value!r}")
         try:
             return cls(int(value["min_size"]), int(value["avg_size"]), int(value["max_size"]),
-                       int(value["normalization"]), bool(value["keyed"]))
+                       int(value["normalization"]), bool(value["keyed"]),
+                       int(value.get("edge_size", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise RepoFormatError(f"bad chunker parameters: {exc!r}") from None
 
@@ -90,6 +97,31 @@ class _Pieces:
 
     def readinto(self, buffer: memoryview) -> int:
         return self._stream.readinto(buffer[: self._size]) or 0
+
+
+class _Limited:
+    """At most ``left`` bytes of a stream, so the chunker stops before the tail."""
+
+    def __init__(self, stream: Readable, left: int) -> None:
+        self._stream = stream
+        self._left = left
+
+    def readinto(self, buffer: memoryview) -> int:
+        if self._left <= 0:
+            return 0
+        got = self._stream.readinto(buffer[: self._left]) or 0
+        self._left -= got
+        return got
+
+
+def _read_exactly(handle: Any, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        piece = handle.read(size - len(data))
+        if not piece:
+            raise RepoFormatError("file shrank while it was being read")
+        data += piece
+    return bytes(data)
 
 
 class Chunker:
@@ -116,6 +148,22 @@ class Chunker:
             yield chunk.offset, bytes(chunk.data)
 
     def file_chunks(self, path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
-        """``chunks`` of the file at ``path``, opened unbuffered."""
+        """Chunks of the file at ``path``: its edges, then ``chunks`` of the rest.
+
+        Many files rewrite a few bytes at their start or end on every save (a
+        Redis RDB: its header with the save time, its checksum trailer). Cut
+        by content alone, each such change re-uploads a whole multi-MiB chunk;
+        with the first and last ``edge_size`` bytes as chunks of their own it
+        costs only those.
+        """
+        size = os.path.getsize(path)
+        edge = self.params.edge_size
         with open(path, "rb", buffering=0) as handle:
-            yield from self.chunks(handle)
+            if not edge or size < 2 * edge + self.params.min_size:
+                yield from self.chunks(handle)
+                return
+            yield 0, _read_exactly(handle, edge)
+            for offset, data in self.chunks(_Limited(handle, size - 2 * edge)):
+                yield edge + offset, data
+                del data  # hold no chunk while the next one is cut
+            yield size - edge, _read_exactly(handle, edge)
