@@ -27,8 +27,8 @@ the SDKs find no credentials at all).
 
 from __future__ import annotations
 
-import importlib.util
 import base64
+import importlib.util
 import itertools
 import json
 import os
