@@ -171,3 +171,49 @@ def test_pass_through_keeps_answering_during_an_upload(make_upstream, make_proxy
     status = direct.execute_command("KVCLOUD", "STATUS", job_id)
     assert status[1] == b"succeeded", status
     assert answered_while_running > 0
+
+
+def test_kvrocks_checkpoint_upload_survives_a_second_bgsave(make_upstream, make_proxy,  # type: ignore[no-untyped-def]
+                                                           tmp_path: Path) -> None:
+    server: Upstream = make_upstream("kvrocks")
+    client = server.client()
+    for batch in range(6):
+        client.mset({f"kv:{batch}:{i}": os.urandom(2000) for i in range(5000)})
+    key = tmp_path / "backup.key"
+    assert cloud("keygen", str(key)).returncode == 0
+    bucket = tmp_path / "bucket"
+    proxy: Proxy = make_proxy(server.port, conf_for(bucket, key))
+    admin = proxy.client()
+    job_id = admin.execute_command("KVCLOUD", "UPLOAD").decode()
+    backup_dir = Path(client.config_get("backup-dir")["backup-dir"])
+    # As soon as the checkpoint is pinned, another BGSAVE deletes and rebuilds backup-dir.
+    rebuilt = False
+    while admin.execute_command("KVCLOUD", "STATUS", job_id)[1] == b"running":
+        status = dict(zip(*[iter(admin.execute_command("KVCLOUD", "STATUS", job_id))] * 2,
+                          strict=True))
+        if status[b"bytes_total"]:
+            client.set("kv:after", "1")
+            client.execute_command("BGSAVE")
+            rebuilt = True
+            break
+        time.sleep(0.01)
+    for _ in range(2000):
+        if admin.execute_command("KVCLOUD", "STATUS", job_id)[1] != b"running":
+            break
+        time.sleep(0.05)
+    final = dict(zip(*[iter(admin.execute_command("KVCLOUD", "STATUS", job_id))] * 2,
+                     strict=True))
+    assert final[b"state"] == b"succeeded", final
+    assert rebuilt, "the upload ended before a second BGSAVE could run during it"
+    repo = open_repo(bucket, "prod-1", key)
+    manifest = repo.read_manifest(repo.list_backups()[-1])
+    assert manifest.source == "kvrocks-checkpoint"
+    names = {entry.name for entry in manifest.files}
+    assert "CURRENT" in names and any(n.startswith("MANIFEST-") for n in names)
+    # The data (in SST files, or in the WAL RocksDB copied instead of flushing) came along.
+    assert sum(entry.size for entry in manifest.files) > 30 * 1024 * 1024
+    for entry in manifest.files:
+        data = b"".join(repo.get_chunk(ref.id) for ref in entry.chunks)
+        assert len(data) == entry.size
+    assert backup_dir.is_dir()
+    assert not [p for p in backup_dir.iterdir() if "kvproxy" in p.name]  # nothing of ours there
