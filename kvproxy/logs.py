@@ -7,6 +7,9 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+QUIET_LIBRARIES = ("azure", "botocore", "aiobotocore", "s3fs", "gcsfs", "adlfs", "fsspec",
+                   "google", "urllib3")
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -30,3 +33,7 @@ def setup(log_format: str = "text", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The storage SDKs log every HTTP request at INFO: noise in our logs, and a
+    # stalled stderr would stall their I/O thread with it.
+    for chatty in QUIET_LIBRARIES:
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
