@@ -217,3 +217,21 @@ def test_kvrocks_checkpoint_upload_survives_a_second_bgsave(make_upstream, make_
         assert len(data) == entry.size
     assert backup_dir.is_dir()
     assert not [p for p in backup_dir.iterdir() if "kvproxy" in p.name]  # nothing of ours there
+
+
+def test_cli_takes_a_fresh_bgsave_with_upstream(make_upstream, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server: Upstream = make_upstream()
+    server.client().mset({f"cli:{i}": i for i in range(1000)})
+    key = tmp_path / "backup.key"
+    assert cloud("keygen", str(key)).returncode == 0
+    conf = tmp_path / "kvcloud.conf"
+    conf.write_text(f"[kvcloud]\nstate_dir = {tmp_path / 'state'}\n")
+    result = cloud("backup", "--conf", str(conf), "--upstream", f"127.0.0.1:{server.port}",
+                   "-p", "file", "-b", str(tmp_path / "bucket"), "--key-file", str(key),
+                   "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["state"] == "succeeded"
+    repo = open_repo(tmp_path / "bucket", "kvrocks", key)
+    manifest = repo.read_manifest(repo.list_backups()[0])
+    assert manifest.source == "redis-rdb" and manifest.server_version.startswith("7.")
+    assert not list((tmp_path / "state" / "staging").iterdir())  # the pinned copy is gone
