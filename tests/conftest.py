@@ -6,8 +6,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import fsspec
 import pytest
 
+from kvproxy.storage.store import Store
 from tests.servers import Kvrocks, Proxy, Upstream, kvrocks_binary
 
 
@@ -79,3 +81,14 @@ def pair_proxy(make_upstream: Callable[..., Upstream],
                make_proxy: Callable[..., Proxy]) -> Proxy:
     """A fresh redis-server with a fresh proxy in front, for tests that stop either."""
     return make_proxy(make_upstream().port)
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    """An empty Store on fsspec's memory filesystem, for unit tests of the format."""
+    fs = fsspec.filesystem("memory")
+    fs.store.clear()
+    fs.pseudo_dirs[:] = [""]
+    yield Store(fs, "/bucket/prefix", "memory")
+    fs.store.clear()
+    fs.pseudo_dirs[:] = [""]

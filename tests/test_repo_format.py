@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import fsspec
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -30,16 +28,6 @@ from kvproxy.storage.store import Store
 LABEL = "kvrocks/prod-1"
 CIPHERS = ["aes-256-gcm", "chacha20-poly1305", "none"]
 MARKER = b"PLAINTEXT-MARKER-0xC0FFEE"
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    fs = fsspec.filesystem("memory")
-    fs.store.clear()
-    fs.pseudo_dirs[:] = [""]
-    yield Store(fs, "/bucket/prefix", "memory")
-    fs.store.clear()
-    fs.pseudo_dirs[:] = [""]
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
-import fsspec
 import pytest
 
 from kvproxy.repo.errors import RepoKeyError
@@ -18,16 +16,6 @@ from kvproxy.repo.subkeys import SubKeys
 from kvproxy.storage.store import Store
 
 LABEL = "kvrocks/prod-1"
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    fs = fsspec.filesystem("memory")
-    fs.store.clear()
-    fs.pseudo_dirs[:] = [""]
-    yield Store(fs, "/bucket/prefix", "memory")
-    fs.store.clear()
-    fs.pseudo_dirs[:] = [""]
 
 
 def key_file(tmp_path: Path, name: str = "backup.key") -> str:

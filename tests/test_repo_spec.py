@@ -12,11 +12,9 @@ import hmac
 import json
 import os
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import pytest
 import zstandard
 from cryptography.hazmat.primitives import hashes
@@ -26,16 +24,6 @@ from pyfastcdc import FastCDC
 
 from kvproxy.repo import ChunkerParams, ChunkRef, FileEntry, KeySource, Manifest, Repository, keygen
 from kvproxy.storage.store import Store
-
-
-@pytest.fixture
-def store() -> Iterator[Store]:
-    fs = fsspec.filesystem("memory")
-    fs.store.clear()
-    fs.pseudo_dirs[:] = [""]
-    yield Store(fs, "/bucket/prefix", "memory")
-    fs.store.clear()
-    fs.pseudo_dirs[:] = [""]
 
 
 def hkdf(master: bytes, salt: bytes, info: bytes, length: int) -> bytes:  # section 3.3
