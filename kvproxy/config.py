@@ -112,6 +112,8 @@ MAIN_KEYS: dict[str, Key] = {
     "encryption": Key(_choice("aes-256-gcm", "chacha20-poly1305", "none"), "aes-256-gcm"),
     "encryption_key_file": Key(_text, None),
     "parallelism": Key(_positive_int, 8),
+    "retries": Key(_positive_int, 5),
+    "retry_delay": Key(_positive_float, 0.5),
     "retention": Key(_text, "last=7"),
 }
 

@@ -417,7 +417,8 @@ def backup_directory(repo: Repository, directory: Path) -> Manifest:
 
 def test_backup_restore_and_incremental_dedup(store: Store, source: KeySource,
                                               tmp_path: Path) -> None:
-    params = ChunkerParams(min_size=1024, avg_size=4096, max_size=16384)
+    # Content-defined cuts alone (no edge chunks): what this test is about.
+    params = ChunkerParams(min_size=1024, avg_size=4096, max_size=16384, edge_size=0)
     Repository.create(store, LABEL, "aes-256-gcm", "zstd:3", source, chunker=params)
     repo = Repository.open(store, source)
     data_dir = tmp_path / "checkpoint"

@@ -67,8 +67,10 @@ async def run_backup(config: Config, providers: list[Provider], status: JobStatu
             try:
                 backup_id = await _to_provider(config, provider, snapshot, status, open_store)
             except (StorageError, RepoError, OSError) as exc:
-                status.results[provider.name] = f"failed: {exc}"
-                failures.append(f"provider {provider.name}: {exc}")
+                reason = str(exc)
+                status.results[provider.name] = f"failed: {reason}"
+                named = reason.startswith(f"provider {provider.name}")
+                failures.append(reason if named else f"provider {provider.name}: {reason}")
                 continue
             status.results[provider.name] = f"succeeded ({backup_id})"
             status.backup_id = status.backup_id or backup_id
@@ -83,9 +85,11 @@ async def _to_provider(config: Config, provider: Provider, snapshot: Snapshot,
     stop = threading.Event()
 
     def work() -> str:
-        store = open_store(provider, config["prefix"])
+        store = RetryingStore(open_store(provider, config["prefix"]),
+                              attempts=int(config["retries"]),
+                              base_delay=float(config["retry_delay"]))
         check(store)  # a missing bucket or a refused credential fails here, clearly
-        repo = open_repository(RetryingStore(store), config, key_source(config))
+        repo = open_repository(store, config, key_source(config))
         return upload_snapshot(repo, snapshot, int(config["parallelism"]), status, stop)
 
     future: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(work))

@@ -55,6 +55,8 @@ class _Uploads:
 
     def _finished(self, future: Future[int], size: int) -> None:
         self.slots.release()
+        if future.cancelled():  # the job is already failing or stopping
+            return
         error = future.exception()
         with self.lock:
             if error is not None:

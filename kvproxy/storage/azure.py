@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from kvproxy.storage.credentials import Resolution
-from kvproxy.storage.store import FS_OPTIONS, AccessDenied, StorageError
+from kvproxy.storage.store import CONNECT_TIMEOUT, FS_OPTIONS, AccessDenied, StorageError
+
+#: For every BlobServiceClient: one attempt per request (azure-storage-blob's default
+#: is 3 retries 15 s, 18 s and 24 s apart, ~85 s for a server that is down), and
+#: CONNECT_TIMEOUT for a new connection; RetryingStore retries.
+CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": CONNECT_TIMEOUT}
 
 
 def account_url(endpoint_url: str | None, account: str | None) -> str:
@@ -37,8 +44,6 @@ def build(values: Mapping[str, Any], found: Resolution, label: str) -> tuple[Any
     """An AzureBlobFileSystem and the container. Keys and SAS tokens become a
     connection string: adlfs then reads none of its own environment variables,
     which would otherwise override the order of credentials.py."""
-    import adlfs
-
     creds = found.values
     container = str(values["container"])
     endpoint = values.get("endpoint_url")
@@ -62,7 +67,7 @@ def build(values: Mapping[str, Any], found: Resolution, label: str) -> tuple[Any
     # its properties); writing into a missing one fails with ContainerNotFound.
     options: dict[str, Any] = dict(FS_OPTIONS, assume_container_exists=True)
     if connection:
-        return adlfs.AzureBlobFileSystem(connection_string=connection, **options), container
+        return filesystem_class()(connection_string=connection, **options), container
     if not account:
         raise AccessDenied(f"{label}: no credentials: tried {', '.join(found.tried)} "
                            "(the SDK default chain needs account_name)")
@@ -70,4 +75,50 @@ def build(values: Mapping[str, Any], found: Resolution, label: str) -> tuple[Any
     if endpoint:
         parts = urlsplit(url)
         options["account_host"] = f"{parts.netloc}{parts.path}"
-    return adlfs.AzureBlobFileSystem(**options), container
+    return filesystem_class()(**options), container
+
+
+@functools.cache
+def filesystem_class() -> Any:
+    """AzureBlobFileSystem whose BlobServiceClient gets CLIENT_OPTIONS.
+
+    adlfs passes no options to the client it makes in ``do_connect``; this subclass
+    makes it for the two ways ``build`` uses adlfs (a connection string, or an
+    account with the credential adlfs found: DefaultAzureCredential), as adlfs does,
+    plus the options. Anything else is left to adlfs.
+    """
+    import adlfs
+    from fsspec.asyn import get_loop
+
+    class OneAttemptAzureBlobFileSystem(adlfs.AzureBlobFileSystem):  # type: ignore[misc]
+        def do_connect(self) -> None:
+            try:
+                client = self._one_attempt_client()
+            except RuntimeError:  # no event loop in this thread: as adlfs does
+                asyncio.set_event_loop(get_loop())
+                client = self._one_attempt_client()
+            except Exception as exc:  # noqa: BLE001 - as adlfs reports it
+                raise ValueError(f"unable to connect to account for {exc}") from exc
+            if client is None:
+                super().do_connect()
+            else:
+                self.service_client = client
+
+        def _one_attempt_client(self) -> Any:
+            from azure.storage.blob.aio import BlobServiceClient
+
+            agent = f"adlfs/{adlfs.__version__}"
+            if self.connection_string:
+                return BlobServiceClient.from_connection_string(
+                    self.connection_string, user_agent=agent, **CLIENT_OPTIONS)
+            if (self.account_name and self.credential is not None and not self.sas_token
+                    and not self.account_key):
+                host = getattr(self, "account_host", f"{self.account_name}.blob.core.windows.net")
+                self.account_url = f"https://{host}"
+                return BlobServiceClient(self.account_url, credential=self.credential,
+                                         user_agent=agent, _location_mode=self.location_mode,
+                                         **CLIENT_OPTIONS)
+            return None
+
+    OneAttemptAzureBlobFileSystem.__module__ = __name__
+    return OneAttemptAzureBlobFileSystem

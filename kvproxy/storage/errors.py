@@ -120,7 +120,15 @@ def _bucket_missing(exc: BaseException, bucket: str) -> bool:
     return bool(bucket) and isinstance(exc, FileNotFoundError) and text == f"b/{bucket}/o"
 
 
+def _retryable_refresh(exc: BaseException) -> bool:
+    """google-auth could not reach the token endpoint, or it answered 5xx: gcsfs no
+    longer retries this itself (gcs.py), so it counts as transient, not as denied."""
+    return "RefreshError" in _names(exc) and getattr(exc, "retryable", False) is True
+
+
 def _denied(exc: BaseException) -> bool:
+    if _retryable_refresh(exc):
+        return False
     if isinstance(exc, PermissionError) or _names(exc) & _DENIED_CLASSES:
         return True
     code, status = _code_and_status(exc)
@@ -135,7 +143,7 @@ def _transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
         return True
-    if _names(exc) & _TRANSIENT_CLASSES:
+    if _names(exc) & _TRANSIENT_CLASSES or _retryable_refresh(exc):
         return True
     code, status = _code_and_status(exc)
     return code in _TRANSIENT_CODES or status in (408, 429) or (status or 0) >= 500

@@ -6,7 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvproxy.storage.credentials import Resolution
-from kvproxy.storage.store import FS_OPTIONS
+from kvproxy.storage.store import CONNECT_TIMEOUT, FS_OPTIONS
+
+#: botocore makes one attempt per request (its default is up to 5 with backoff)
+#: and gives up on a connection after CONNECT_TIMEOUT; RetryingStore retries.
+CLIENT_CONFIG: dict[str, Any] = {"retries": {"total_max_attempts": 1},
+                                 "connect_timeout": CONNECT_TIMEOUT}
 
 
 def build(values: Mapping[str, Any], found: Resolution, label: str) -> tuple[Any, str]:
@@ -14,7 +19,7 @@ def build(values: Mapping[str, Any], found: Resolution, label: str) -> tuple[Any
     import s3fs
 
     creds = found.values
-    options: dict[str, Any] = dict(FS_OPTIONS)
+    options: dict[str, Any] = dict(FS_OPTIONS, config_kwargs=dict(CLIENT_CONFIG))
     if values.get("endpoint_url"):
         options["endpoint_url"] = values["endpoint_url"]
     if creds.get("access_key_id"):
@@ -24,4 +29,8 @@ def build(values: Mapping[str, Any], found: Resolution, label: str) -> tuple[Any
         options["profile"] = creds["profile"]
     if creds.get("region"):
         options["client_kwargs"] = {"region_name": creds["region"]}
-    return s3fs.S3FileSystem(**options), str(values["bucket"])
+    fs = s3fs.S3FileSystem(**options)
+    # s3fs wraps each call in a retry loop of its own (5 attempts for timeouts and
+    # dropped connections); it has no option for it, only this attribute.
+    fs.retries = 1
+    return fs, str(values["bucket"])

@@ -25,6 +25,12 @@ from kvproxy.storage.errors import classify, reason
 #: including another writer's).
 FS_OPTIONS: dict[str, Any] = {"skip_instance_cache": True, "use_listings_cache": False}
 
+#: Seconds an SDK waits for a new connection to a provider. Each SDK is also told to
+#: make one attempt per request (s3.py, gcs.py, azure.py): ``retry.RetryingStore`` is
+#: the one retry policy, so a provider that is down fails an operation at once instead
+#: of after the SDK's own retries (~8 s for s3fs, ~33 s gcsfs, ~85 s adlfs).
+CONNECT_TIMEOUT = 5.0
+
 
 class StorageError(Exception):
     """The provider failed; the message names the provider and the key."""
