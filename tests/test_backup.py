@@ -235,3 +235,26 @@ def test_cli_takes_a_fresh_bgsave_with_upstream(make_upstream, tmp_path: Path) -
     manifest = repo.read_manifest(repo.list_backups()[0])
     assert manifest.source == "redis-rdb" and manifest.server_version.startswith("7.")
     assert not list((tmp_path / "state" / "staging").iterdir())  # the pinned copy is gone
+
+
+def test_cli_unencrypted_is_said_and_recorded_and_a_wrong_key_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "dump.rdb").write_bytes(b"REDIS0011" + os.urandom(4000))
+    plain = cloud("backup", "-p", "file", "-b", str(tmp_path / "plain"), "-d",
+                  str(tmp_path / "dump.rdb"), "--no-encrypt")
+    assert plain.returncode == 0, plain.stderr
+    assert "NOT encrypted" in plain.stderr
+    repo = open_repo(tmp_path / "plain", "kvrocks", None)
+    assert repo.read_manifest(repo.list_backups()[0]).encrypted is False
+
+    right, wrong = tmp_path / "right.key", tmp_path / "wrong.key"
+    assert cloud("keygen", str(right)).returncode == 0
+    assert cloud("keygen", str(wrong)).returncode == 0
+    args = ["backup", "-p", "file", "-b", str(tmp_path / "sealed"), "-d",
+            str(tmp_path / "dump.rdb")]
+    assert cloud(*args, "--key-file", str(right)).returncode == 0
+    refused = cloud(*args, "--key-file", str(wrong))
+    assert refused.returncode == 1
+    assert "wrong encryption key" in refused.stderr and "Traceback" not in refused.stderr
+    downgrade = cloud(*args, "--no-encrypt")
+    assert downgrade.returncode == 1 and "encrypted" in downgrade.stderr
+    assert len(open_repo(tmp_path / "sealed", "kvrocks", right).list_backups()) == 1
