@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable
 
 from kvproxy.jobs.status import JobStatus
 
-PLAIN_EVERY = 5.0
+#: Seconds between plain progress lines (KVCLOUD_PROGRESS_EVERY overrides).
+PLAIN_EVERY = float(os.environ.get("KVCLOUD_PROGRESS_EVERY", "5"))
 
 
 async def watch(status: JobStatus, work: Awaitable[None], terminal: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -258,3 +259,31 @@ def test_cli_unencrypted_is_said_and_recorded_and_a_wrong_key_is_refused(tmp_pat
     downgrade = cloud(*args, "--no-encrypt")
     assert downgrade.returncode == 1 and "encrypted" in downgrade.stderr
     assert len(open_repo(tmp_path / "sealed", "kvrocks", right).list_backups()) == 1
+
+
+def test_cli_progress_plain_lines_and_terminal_bar(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "CURRENT").write_text("MANIFEST-000001\n")
+    (checkpoint / "000001.sst").write_bytes(os.urandom(40 * 1024 * 1024))
+    base = ["backup", "-p", "file", "-d", str(checkpoint), "--no-encrypt"]
+    env = dict(os.environ, KVCLOUD_PROGRESS_EVERY="0.01")
+    plain = cloud(*base, "-b", str(tmp_path / "plain"), env=env)
+    assert plain.returncode == 0, plain.stderr
+    assert re.search(r"backup: \d+ of \d+ bytes, \d+ uploaded", plain.stderr)
+    assert "\x1b[" not in plain.stdout + plain.stderr  # no terminal codes in a log
+
+    import pty
+
+    output = bytearray()
+
+    def read(fd: int) -> bytes:
+        data = os.read(fd, 65536)
+        output.extend(data)
+        return data
+
+    argv = [sys.executable, "-m", "kvproxy.cloud_cli", *base, "-b", str(tmp_path / "tty")]
+    status = pty.spawn(argv, read)
+    assert os.waitstatus_to_exitcode(status) == 0, output.decode(errors="replace")
+    assert b"\x1b[" in output  # rich drew on the terminal
+    assert b"backup " in output
