@@ -92,7 +92,6 @@ class Link(asyncio.Protocol):
         self.paused_sessions: set[Sink] = set()
         #: Commands the link sends first on every new connection (AUTH).
         self.setup: Callable[[], list[tuple[bytes, Sink]]] | None = None
-        self.closed = asyncio.Event()
         self.closing = False
         #: Connected and accepting batches (kept as a flag for the hot path).
         self.ready = False
@@ -134,7 +133,6 @@ class Link(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.ready = True
-        self.closed.clear()
         self.buf = b""
         self.stream_left = self.resume_need = 0
         self.resume_push = False
@@ -324,7 +322,6 @@ class Link(asyncio.Protocol):
         elif self.owner is not None and id(self.owner) not in seen:
             self.owner.link_lost()
         self.resume_writing()
-        self.closed.set()
 
     def close(self) -> None:
         """Close on purpose: not a failure, nothing to report."""
