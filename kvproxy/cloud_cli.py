@@ -15,6 +15,7 @@ from kvproxy import config as configuration
 from kvproxy.cloud_progress import watch
 from kvproxy.config import Config, Provider
 from kvproxy.jobs.backup import run_backup
+from kvproxy.jobs.catalog import CatalogError, list_backups
 from kvproxy.jobs.registry import JobFailed
 from kvproxy.jobs.status import FAILED, SUCCEEDED, JobStatus, new_job_id
 from kvproxy.jobs.targets import TargetError, select_providers
@@ -85,7 +86,16 @@ def parser() -> argparse.ArgumentParser:
     key = commands.add_parser("keygen", help="write a new random 32-byte backup key (0600)")
     key.add_argument("file", help="where to write it; an existing file is never overwritten")
 
-    for name in ("restore", "list", "verify", "prune"):
+    listing = commands.add_parser("list", help="the backups of the providers, newest first")
+    listing.add_argument("--conf", metavar="FILE", required=True,
+                         help="kvcloud.conf with the providers and the key")
+    listing.add_argument("-p", "--provider", action="append", default=[], metavar="NAME",
+                         help="a [provider NAME] or shorthand; default: every provider "
+                              "allowed to restore")
+    listing.add_argument("--key-file", metavar="FILE", help="the backup key")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+
+    for name in ("restore", "verify", "prune"):
         commands.add_parser(name, help=f"{name} (not available in this version)")
     return main
 
@@ -104,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "backup":
             return backup(args)
-    except (UsageError, configuration.ConfigError, RepoError, TargetError) as exc:
+        if args.command == "list":
+            return list_command(args)
+    except (UsageError, configuration.ConfigError, RepoError, TargetError, CatalogError) as exc:
         print(f"kvrocks-cloud: {exc}", file=sys.stderr)
         return 2
     print(f"kvrocks-cloud: {args.command} is not available in this version", file=sys.stderr)
@@ -143,6 +155,22 @@ def backup(args: argparse.Namespace) -> int:
         status.finish(FAILED, "interrupted")
     _report(status, args.json)
     return 0 if status.state == SUCCEEDED else 1
+
+
+def list_command(args: argparse.Namespace) -> int:
+    config = configuration.load(args.conf).with_overrides(encryption_key_file=args.key_file)
+    providers = select_providers(config, list(args.provider), "restore")
+    rows = list_backups(config, providers, lambda p, prefix: open_store(p, prefix))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    columns = ("provider", "backup_id", "created", "source", "server_version", "bytes",
+               "stored_bytes", "chunks", "encrypted")
+    widths = {c: max([len(c), *(len(str(row[c])) for row in rows)]) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+    return 0
 
 
 def _config(args: argparse.Namespace) -> Config:

@@ -6,16 +6,19 @@ HELP, which only describes.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
 
 from kvproxy import config as configuration
+from kvproxy.jobs.catalog import CatalogError, list_backups
 from kvproxy.jobs.registry import Busy
 from kvproxy.jobs.status import JobStatus
 from kvproxy.jobs.targets import TargetError, select_providers
 from kvproxy.proxy.replies import Value, encode, error
+from kvproxy.storage.providers import open_store
 
 if TYPE_CHECKING:
     from kvproxy.proxy.server import Proxy
@@ -36,7 +39,9 @@ HELP = {
 }
 
 #: Subcommands whose work arrives with the restore engine.
-NOT_YET = ("RESTORE", "LIST", "VERIFY", "CANCEL", "PRUNE")
+NOT_YET = ("RESTORE", "VERIFY", "CANCEL", "PRUNE")
+#: Subcommands that read the bucket before they can answer.
+LATER = (b"LIST",)
 
 #: Every field STATUS reports, in order, so clients can rely on the shape.
 STATUS_FIELDS = tuple(JobStatus("", "", []).fields())
@@ -86,6 +91,14 @@ class KvCloud:
             return result
         return encode(result, resp3)
 
+    @staticmethod
+    def answers_later(args: list[bytes]) -> bool:
+        """Whether the reply needs I/O first (the session then reads nothing more until it)."""
+        if not args:
+            return False
+        sub = args[0].upper()
+        return sub in LATER or any(arg.upper() == b"WAIT" for arg in args[1:])
+
     def _refusal(self, caller: Caller) -> bytes | None:
         if self.proxy.upstream_requires_auth:
             return error("ERR KVCLOUD needs upstream_password in kvcloud.conf: "
@@ -117,6 +130,23 @@ class KvCloud:
             return (await self.proxy.jobs.wait(job.job_id)).fields()
 
         return final_status()
+
+    def _list(self, args: list[bytes]) -> Value | Awaitable[Value]:
+        names = [arg.decode(errors="replace") for arg in args]
+        config = self.proxy.config
+        try:
+            providers = select_providers(config, names, "restore")
+        except TargetError as exc:
+            return error(f"ERR {exc}")
+
+        async def listing() -> Value:
+            try:
+                rows = await asyncio.to_thread(list_backups, config, providers, open_store)
+            except CatalogError as exc:
+                return error(f"ERR {exc}")
+            return rows
+
+        return listing()
 
     def _help(self, args: list[bytes]) -> Value:
         return [f"KVCLOUD {line}" for line in HELP.values()]

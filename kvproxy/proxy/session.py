@@ -240,7 +240,7 @@ class Session(asyncio.Protocol):
         if upper == commands.KVCLOUD:
             # Answered when its turn comes, so it sees what earlier commands did (AUTH).
             kvcloud, sub_args = self.proxy.kvcloud, args[1:]
-            waits = not self.raw and any(arg.upper() == b"WAIT" for arg in sub_args[1:])
+            waits = not self.raw and kvcloud.answers_later(sub_args)
             if waits:  # like a blocking command: read nothing more until it is answered
                 self.blocked = True
                 self._pause("wait")
