@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +15,18 @@ from kvproxy import __version__, logs
 from kvproxy import config as configuration
 from kvproxy.cloud_progress import watch
 from kvproxy.config import Config, Provider
-from kvproxy.jobs.backup import run_backup
+from kvproxy.jobs.backup import key_source, run_backup
 from kvproxy.jobs.catalog import CatalogError, list_backups
 from kvproxy.jobs.registry import JobFailed
+from kvproxy.jobs.restore import RestoreError, restore_backup, start_command
 from kvproxy.jobs.status import FAILED, SUCCEEDED, JobStatus, new_job_id
 from kvproxy.jobs.targets import TargetError, select_providers
 from kvproxy.repo.errors import RepoError
 from kvproxy.repo.keys import keygen
-from kvproxy.storage import Store
-from kvproxy.storage.providers import Credentials, open_store
+from kvproxy.repo.repository import Repository
+from kvproxy.storage import StorageError, Store
+from kvproxy.storage.providers import Credentials, check, open_store
+from kvproxy.storage.retry import RetryingStore
 from kvproxy.upstream.control import Control, ControlError
 from kvproxy.upstream.snapshot import Snapshot, directory_snapshot, take_snapshot
 
@@ -95,7 +99,20 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--key-file", metavar="FILE", help="the backup key")
     listing.add_argument("--json", action="store_true", help="print JSON")
 
-    for name in ("restore", "verify", "prune"):
+    restore = commands.add_parser("restore", help="restore a backup into a new directory")
+    restore.add_argument("--conf", metavar="FILE", required=True,
+                         help="kvcloud.conf with the providers and the key")
+    restore.add_argument("-p", "--provider", metavar="NAME",
+                         help="default: the first provider allowed to restore")
+    restore.add_argument("backup_id", nargs="?", default="LATEST",
+                         help="a backup id from 'list', or LATEST (default)")
+    restore.add_argument("--to", metavar="DIR", required=True,
+                         help="a directory that does not exist yet (or is empty)")
+    restore.add_argument("--key-file", metavar="FILE", help="the backup key")
+    restore.add_argument("--parallelism", type=int, metavar="N", help="download workers")
+    restore.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    for name in ("verify", "prune"):
         commands.add_parser(name, help=f"{name} (not available in this version)")
     return main
 
@@ -116,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             return backup(args)
         if args.command == "list":
             return list_command(args)
+        if args.command == "restore":
+            return restore_command(args)
     except (UsageError, configuration.ConfigError, RepoError, TargetError, CatalogError) as exc:
         print(f"kvrocks-cloud: {exc}", file=sys.stderr)
         return 2
@@ -155,6 +174,41 @@ def backup(args: argparse.Namespace) -> int:
         status.finish(FAILED, "interrupted")
     _report(status, args.json)
     return 0 if status.state == SUCCEEDED else 1
+
+
+def restore_command(args: argparse.Namespace) -> int:
+    config = configuration.load(args.conf).with_overrides(
+        encryption_key_file=args.key_file, parallelism=args.parallelism)
+    provider = select_providers(config, [args.provider] if args.provider else [], "restore")[0]
+    status = JobStatus(new_job_id("restore"), "restore", [provider.name])
+    target = Path(args.to)
+    try:
+        store = open_store(provider, config["prefix"])
+        check(store)
+        repo = Repository.open(RetryingStore(store), key_source(config),
+                               allow_unencrypted=True)
+        backup_id = args.backup_id
+        if backup_id.upper() == "LATEST":
+            backups = repo.list_backups()
+            if not backups:
+                raise RestoreError(f"provider {provider.name} holds no backup")
+            backup_id = backups[-1]
+        status.backup_id = backup_id
+        manifest = restore_backup(repo, backup_id, target, int(config["parallelism"]), status,
+                                  threading.Event())
+    except (RestoreError, RepoError, StorageError) as exc:
+        status.finish(FAILED, str(exc))
+        _report(status, args.json)
+        return 1
+    status.finish(SUCCEEDED)
+    command = start_command(manifest, target.resolve())
+    if args.json:
+        print(json.dumps({**status.fields(), "directory": str(target.resolve()),
+                          "start_command": command}, indent=2))
+    else:
+        print(f"restored {backup_id} into {target.resolve()}; start the server on it with:\n"
+              f"  {command}")
+    return 0
 
 
 def list_command(args: argparse.Namespace) -> int:
@@ -221,12 +275,14 @@ def _report(status: JobStatus, as_json: bool) -> None:
     if as_json:
         print(json.dumps(status.fields(), indent=2))
         return
+    if status.state != SUCCEEDED:
+        print(f"kvrocks-cloud: {status.operation} failed: {status.error}", file=sys.stderr)
+        return
     if status.state == SUCCEEDED:
         print(f"backup {status.backup_id}: {status.files} files, {status.bytes_done} bytes read, "
               f"{status.bytes_uploaded} bytes uploaded, {status.bytes_deduplicated} bytes "
               f"already stored")
-    else:
-        print(f"kvrocks-cloud: backup failed: {status.error}", file=sys.stderr)
+
 
 
 if __name__ == "__main__":

@@ -1,0 +1,126 @@
+"""Restore into a new directory: a real round trip, and damage that is caught."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from kvproxy.jobs.restore import RestoreError, plan
+from kvproxy.repo.manifest import FileEntry, Manifest
+from tests.servers import Upstream
+
+
+def cloud(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kvproxy.cloud_cli", *args], text=True,
+                          capture_output=True, timeout=300)
+
+
+READERS: dict[bytes, Any] = {
+    b"string": lambda client, key: client.get(key),
+    b"hash": lambda client, key: client.hgetall(key),
+    b"list": lambda client, key: client.lrange(key, 0, -1),
+    b"set": lambda client, key: client.smembers(key),
+    b"zset": lambda client, key: client.zrange(key, 0, -1, withscores=True),
+}
+
+
+def contents(client: redis.Redis) -> dict[bytes, Any]:
+    """Every key by type and value, with its remaining TTL in ms (-1: none)."""
+    out: dict[bytes, Any] = {}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        out[key] = (kind, READERS[kind](client, key), client.pttl(key))
+    return out
+
+
+def fill(client: redis.Redis) -> None:
+    client.set("str", "plain")
+    client.set(b"bin\x00\r\nkey", b"\xff\x00value\r\n")
+    client.hset("hash", mapping={"a": "1", "b": "2"})
+    client.rpush("list", "x", "y", "z")
+    client.sadd("set", "m1", "m2")
+    client.zadd("zset", {"low": 1.5, "high": 99})
+    client.set("ttl", "expires", ex=3600)
+    client.mset({f"bulk:{i}": os.urandom(200) for i in range(3000)})
+
+
+@pytest.fixture
+def backed_up(make_upstream, tmp_path: Path):  # type: ignore[no-untyped-def]
+    server: Upstream = make_upstream()
+    client = server.client()
+    fill(client)
+    before = contents(client)
+    key = tmp_path / "backup.key"
+    assert cloud("keygen", str(key)).returncode == 0
+    conf = tmp_path / "kvcloud.conf"
+    conf.write_text(f"[kvcloud]\nencryption_key_file = {key}\nstate_dir = {tmp_path / 's'}\n"
+                    f"[provider local]\ntype = file\npath = {tmp_path / 'bucket'}\n")
+    backup = cloud("backup", "--conf", str(conf), "--upstream", f"127.0.0.1:{server.port}")
+    assert backup.returncode == 0, backup.stderr
+    client.set("str", "changed after the backup")
+    client.delete("hash")
+    return conf, before, tmp_path
+
+
+def test_round_trip_restores_the_data_as_of_the_backup(backed_up) -> None:  # type: ignore[no-untyped-def]
+    conf, before, tmp_path = backed_up
+    target = tmp_path / "restored"
+    result = cloud("restore", "--conf", str(conf), "--to", str(target), "--json")
+    assert result.returncode == 0, result.stderr
+    reply = json.loads(result.stdout)
+    assert reply["state"] == "succeeded" and reply["directory"] == str(target)
+    assert reply["start_command"] == f"redis-server --dir {target} --dbfilename dump.rdb"
+    assert not list(tmp_path.glob(".restored.restoring-*"))
+
+    restored = Upstream(target).start()  # redis-server --dir target loads dump.rdb
+    try:
+        after = contents(restored.client())
+    finally:
+        restored.stop()
+    assert set(after) == set(before)
+    for key, (kind, value, ttl) in before.items():
+        assert after[key][:2] == (kind, value), key
+        if ttl >= 0:
+            assert abs(after[key][2] - ttl) < 60_000, key
+        else:
+            assert after[key][2] == -1, key
+
+
+def test_damage_is_caught_and_nothing_is_left(backed_up) -> None:  # type: ignore[no-untyped-def]
+    conf, _, tmp_path = backed_up
+    chunk = next(p for p in (tmp_path / "bucket").rglob("*") if p.parent.parent.name == "chunks")
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    target = tmp_path / "restored"
+    result = cloud("restore", "--conf", str(conf), "--to", str(target))
+    assert result.returncode == 1
+    assert chunk.name in result.stderr and "Traceback" not in result.stderr
+    assert not target.exists()
+    assert not list(tmp_path.glob(".restored.restoring-*"))
+
+
+def test_a_non_empty_target_is_refused(backed_up) -> None:  # type: ignore[no-untyped-def]
+    conf, _, tmp_path = backed_up
+    target = tmp_path / "busy"
+    target.mkdir()
+    (target / "keep-me").write_text("precious")
+    result = cloud("restore", "--conf", str(conf), "--to", str(target))
+    assert result.returncode == 1 and "not empty" in result.stderr
+    assert (target / "keep-me").read_text() == "precious"
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/x", "a/../../x", "", "a//b", "./x"])
+def test_names_that_leave_the_target_are_refused(name: str) -> None:
+    entry = FileEntry(name, 1, 0o600, "0" * 64)
+    manifest = Manifest("20261124T101500Z-3f9a", "2026-11-24T10:15:00Z", "redis-rdb", "7.0",
+                        False, "none", (entry,), None)  # type: ignore[arg-type]
+    with pytest.raises(RestoreError, match="would leave the target"):
+        plan(manifest)
