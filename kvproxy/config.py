@@ -106,6 +106,7 @@ MAIN_KEYS: dict[str, Key] = {
     "server_args": Key(_text, ""),
     "server_dir": Key(_text, None),
     "state_dir": Key(_text, "kvproxy-data/state"),
+    "restore_dir": Key(_text, "kvproxy-data/restores"),
     "source": Key(_choice("auto", "kvrocks-local", "kvrocks-remote", "redis", "directory"), "auto"),
     "prefix": Key(_text, "kvrocks"),
     "compression": Key(_compression, "zstd:3"),

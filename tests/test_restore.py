@@ -124,3 +124,34 @@ def test_names_that_leave_the_target_are_refused(name: str) -> None:
                         False, "none", (entry,), None)  # type: ignore[arg-type]
     with pytest.raises(RestoreError, match="would leave the target"):
         plan(manifest)
+
+
+def test_kvcloud_restore_into_a_directory(make_upstream, make_proxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server: Upstream = make_upstream()
+    fill(server.client())
+    before = contents(server.client())
+    key = tmp_path / "backup.key"
+    assert cloud("keygen", str(key)).returncode == 0
+    proxy = make_proxy(server.port, f"[kvcloud]\nencryption_key_file = {key}\n"
+                       f"restore_dir = {tmp_path / 'restores'}\n"
+                       f"[provider local]\ntype = file\npath = {tmp_path / 'bucket'}\n")
+    admin = proxy.client()
+    assert admin.execute_command("KVCLOUD", "UPLOAD", "WAIT")[1] == b"succeeded"
+    final = admin.execute_command("KVCLOUD", "RESTORE", "local", "LATEST", "WAIT")
+    fields = dict(zip(final[0::2], final[1::2], strict=True))
+    assert fields[b"state"] == b"succeeded", fields
+    backup_id = fields[b"backup_id"].decode()
+    target = tmp_path / "restores" / backup_id
+    assert f"restored into {target}; start the server with: redis-server --dir {target}" \
+        in fields[b"results"].decode()
+    restored = Upstream(target).start()
+    try:
+        assert set(contents(restored.client())) == set(before)
+    finally:
+        restored.stop()
+    # The same target again is refused: nothing that exists is overwritten.
+    again = admin.execute_command("KVCLOUD", "RESTORE", backup_id, "TO", str(target), "WAIT")
+    again_fields = dict(zip(again[0::2], again[1::2], strict=True))
+    assert again_fields[b"state"] == b"failed" and b"not empty" in again_fields[b"error"]
+    with pytest.raises(redis.ResponseError, match="not available in this version"):
+        admin.execute_command("KVCLOUD", "RESTORE", "local", backup_id, "SWAP")

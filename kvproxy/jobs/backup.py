@@ -8,18 +8,16 @@ fails naming each provider that did.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from kvproxy.config import Config, Provider
 from kvproxy.jobs.registry import JobFailed
 from kvproxy.jobs.status import JobStatus
-from kvproxy.jobs.upload import Stopped, upload_snapshot
+from kvproxy.jobs.threads import run_stoppable
+from kvproxy.jobs.upload import upload_snapshot
 from kvproxy.repo.errors import RepoError
 from kvproxy.repo.keys import KeySource
 from kvproxy.repo.repository import Repository
@@ -80,23 +78,20 @@ async def run_backup(config: Config, providers: list[Provider], status: JobStatu
         snapshot.release()
 
 
+def provider_store(config: Config, provider: Provider, open_store: StoreOpener) -> Store:
+    """The provider's store behind the retry policy, checked with one real request."""
+    store = RetryingStore(open_store(provider, config["prefix"]),
+                          attempts=int(config["retries"]),
+                          base_delay=float(config["retry_delay"]))
+    check(store)  # a missing bucket or a refused credential fails here, clearly
+    return store
+
+
 async def _to_provider(config: Config, provider: Provider, snapshot: Snapshot,
                        status: JobStatus, open_store: StoreOpener) -> str:
-    stop = threading.Event()
-
-    def work() -> str:
-        store = RetryingStore(open_store(provider, config["prefix"]),
-                              attempts=int(config["retries"]),
-                              base_delay=float(config["retry_delay"]))
-        check(store)  # a missing bucket or a refused credential fails here, clearly
+    def work(stop: threading.Event) -> str:
+        store = provider_store(config, provider, open_store)
         repo = open_repository(store, config, key_source(config))
         return upload_snapshot(repo, snapshot, int(config["parallelism"]), status, stop)
 
-    future: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(work))
-    try:
-        return str(await asyncio.shield(future))
-    except asyncio.CancelledError:
-        stop.set()  # the worker thread stops at its next chunk; wait for it
-        with contextlib.suppress(Stopped, Exception):  # cancelled is the outcome that counts
-            await future
-        raise
+    return await run_stoppable(work)

@@ -20,10 +20,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from kvproxy.config import Config, Provider
+from kvproxy.jobs.backup import StoreOpener, key_source, provider_store
+from kvproxy.jobs.registry import JobFailed
 from kvproxy.jobs.status import JobStatus
+from kvproxy.jobs.threads import run_stoppable
 from kvproxy.jobs.upload import Stopped
+from kvproxy.repo.errors import RepoError
 from kvproxy.repo.manifest import ChunkRef, FileEntry, Manifest
 from kvproxy.repo.repository import Repository
+from kvproxy.storage import StorageError
 from kvproxy.upstream.snapshot import KVROCKS_CHECKPOINT, REDIS_RDB
 
 
@@ -147,3 +153,35 @@ def _fsync_directory(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def resolve_backup_id(repo: Repository, wanted: str, provider: str) -> str:
+    """``LATEST`` (any letter case) or an id the repository holds."""
+    if wanted.upper() != "LATEST":
+        return wanted
+    backups = repo.list_backups()
+    if not backups:
+        raise RestoreError(f"provider {provider} holds no backup")
+    return backups[-1]
+
+
+async def run_restore(config: Config, provider: Provider, wanted: str, target: Path | None,
+                      status: JobStatus, open_store: StoreOpener) -> None:
+    """KVCLOUD RESTORE's job: into ``target``, or ``restore_dir``/<backup-id>."""
+
+    def work(stop: threading.Event) -> None:
+        store = provider_store(config, provider, open_store)
+        repo = Repository.open(store, key_source(config), allow_unencrypted=True)
+        backup_id = resolve_backup_id(repo, wanted, provider.name)
+        status.backup_id = backup_id
+        where = (target or Path(config["restore_dir"]) / backup_id).resolve()
+        manifest = restore_backup(repo, backup_id, where, int(config["parallelism"]), status,
+                                  stop)
+        status.results[provider.name] = (f"restored into {where}; start the server with: "
+                                          f"{start_command(manifest, where)}")
+
+    try:
+        await run_stoppable(work)
+    except (RestoreError, RepoError, StorageError) as exc:
+        status.results[provider.name] = f"failed: {exc}"
+        raise JobFailed(f"provider {provider.name}: {exc}") from None

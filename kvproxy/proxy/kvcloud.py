@@ -10,14 +10,17 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from kvproxy import config as configuration
 from kvproxy.jobs.catalog import CatalogError, list_backups
 from kvproxy.jobs.registry import Busy
+from kvproxy.jobs.restore import run_restore
 from kvproxy.jobs.status import JobStatus
 from kvproxy.jobs.targets import TargetError, select_providers
 from kvproxy.proxy.replies import Value, encode, error
+from kvproxy.repo.manifest import BACKUP_ID
 from kvproxy.storage.providers import open_store
 
 if TYPE_CHECKING:
@@ -39,7 +42,9 @@ HELP = {
 }
 
 #: Subcommands whose work arrives with the restore engine.
-NOT_YET = ("RESTORE", "VERIFY", "CANCEL", "PRUNE")
+NOT_YET = ("VERIFY", "CANCEL", "PRUNE")
+#: RESTORE words that belong to the managed swap, which is not here yet.
+SWAP_WORDS = ("SWAP", "KEEP", "REVERT", "RETAIN")
 #: Subcommands that read the bucket before they can answer.
 LATER = (b"LIST",)
 
@@ -121,6 +126,43 @@ class KvCloud:
             providers = select_providers(config, names, "upload")
             job = self.proxy.jobs.start("upload", [p.name for p in providers],
                                         lambda status: self.proxy.backup(providers, status))
+        except (TargetError, Busy) as exc:
+            return error(f"ERR {exc}")
+        if not wait:
+            return job.job_id
+
+        async def final_status() -> Value:
+            return (await self.proxy.jobs.wait(job.job_id)).fields()
+
+        return final_status()
+
+    def _restore(self, args: list[bytes]) -> Value | Awaitable[Value]:
+        words = [arg.decode(errors="replace") for arg in args]
+        if any(word.upper() in SWAP_WORDS for word in words):
+            return error("ERR KVCLOUD RESTORE SWAP/KEEP/REVERT/RETAIN is not available in this "
+                         "version: restore into a directory (RESTORE [provider] [id] TO dir)")
+        wait = any(word.upper() == "WAIT" for word in words)
+        words = [word for word in words if word.upper() != "WAIT"]
+        target: Path | None = None
+        upper = [word.upper() for word in words]
+        if "TO" in upper:
+            at = upper.index("TO")
+            if at + 1 >= len(words):
+                return error("ERR KVCLOUD RESTORE ... TO needs a directory")
+            target = Path(words[at + 1])
+            del words[at:at + 2]
+        wanted = "LATEST"
+        if words and (words[-1].upper() == "LATEST" or BACKUP_ID.match(words[-1])):
+            wanted = words.pop()
+        if len(words) > 1:
+            return error("ERR usage: KVCLOUD RESTORE [provider] [backup-id|LATEST] [TO dir] "
+                         "[WAIT]")
+        config = self.proxy.config
+        try:
+            provider = select_providers(config, words, "restore")[0]
+            job = self.proxy.jobs.start(
+                "restore", [provider.name],
+                lambda status: run_restore(config, provider, wanted, target, status, open_store))
         except (TargetError, Busy) as exc:
             return error(f"ERR {exc}")
         if not wait:
