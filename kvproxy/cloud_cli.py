@@ -18,9 +18,15 @@ from kvproxy.config import Config, Provider
 from kvproxy.jobs.backup import key_source, run_backup
 from kvproxy.jobs.catalog import CatalogError, list_backups
 from kvproxy.jobs.registry import JobFailed
-from kvproxy.jobs.restore import RestoreError, restore_backup, start_command
+from kvproxy.jobs.restore import (
+    RestoreError,
+    resolve_backup_id,
+    restore_backup,
+    start_command,
+)
 from kvproxy.jobs.status import FAILED, SUCCEEDED, JobStatus, new_job_id
 from kvproxy.jobs.targets import TargetError, select_providers
+from kvproxy.jobs.verify import verify_backup
 from kvproxy.repo.errors import RepoError
 from kvproxy.repo.keys import keygen
 from kvproxy.repo.repository import Repository
@@ -112,8 +118,18 @@ def parser() -> argparse.ArgumentParser:
     restore.add_argument("--parallelism", type=int, metavar="N", help="download workers")
     restore.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    for name in ("verify", "prune"):
-        commands.add_parser(name, help=f"{name} (not available in this version)")
+    verify = commands.add_parser("verify", help="read back and check every object of backups")
+    verify.add_argument("--conf", metavar="FILE", required=True,
+                        help="kvcloud.conf with the providers and the key")
+    verify.add_argument("-p", "--provider", metavar="NAME",
+                        help="default: the first provider allowed to restore")
+    verify.add_argument("backup_id", nargs="?", default="LATEST",
+                        help="a backup id, or LATEST (default)")
+    verify.add_argument("--all", action="store_true", help="every backup of the provider")
+    verify.add_argument("--key-file", metavar="FILE", help="the backup key")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    commands.add_parser("prune", help="prune (not available in this version)")
     return main
 
 
@@ -135,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             return list_command(args)
         if args.command == "restore":
             return restore_command(args)
+        if args.command == "verify":
+            return verify_command(args)
     except (UsageError, configuration.ConfigError, RepoError, TargetError, CatalogError) as exc:
         print(f"kvrocks-cloud: {exc}", file=sys.stderr)
         return 2
@@ -209,6 +227,32 @@ def restore_command(args: argparse.Namespace) -> int:
         print(f"restored {backup_id} into {target.resolve()}; start the server on it with:\n"
               f"  {command}")
     return 0
+
+
+def verify_command(args: argparse.Namespace) -> int:
+    config = configuration.load(args.conf).with_overrides(encryption_key_file=args.key_file)
+    provider = select_providers(config, [args.provider] if args.provider else [], "restore")[0]
+    status = JobStatus(new_job_id("verify"), "verify", [provider.name])
+    try:
+        store = open_store(provider, config["prefix"])
+        check(store)
+        repo = Repository.open(RetryingStore(store), key_source(config),
+                               allow_unencrypted=True)
+        ids = (repo.list_backups() if args.all
+               else [resolve_backup_id(repo, args.backup_id, provider.name)])
+        report = {backup_id: verify_backup(repo, backup_id, int(config["parallelism"]),
+                                           status, threading.Event()) for backup_id in ids}
+    except (RestoreError, RepoError, StorageError) as exc:
+        print(f"kvrocks-cloud: verify failed: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"provider": provider.name, "backups": report}, indent=2))
+    else:
+        for backup_id, problems in report.items():
+            print(f"{backup_id}: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
+            for problem in problems:
+                print(f"  {problem}")
+    return 0 if not any(report.values()) else 1
 
 
 def list_command(args: argparse.Namespace) -> int:

@@ -48,7 +48,7 @@ def fill(client: redis.Redis) -> None:
     client.sadd("set", "m1", "m2")
     client.zadd("zset", {"low": 1.5, "high": 99})
     client.set("ttl", "expires", ex=3600)
-    client.mset({f"bulk:{i}": os.urandom(200) for i in range(3000)})
+    client.mset({f"bulk:{i}": os.urandom(1000) for i in range(3000)})  # several chunks
 
 
 @pytest.fixture
@@ -155,3 +155,49 @@ def test_kvcloud_restore_into_a_directory(make_upstream, make_proxy, tmp_path: P
     assert again_fields[b"state"] == b"failed" and b"not empty" in again_fields[b"error"]
     with pytest.raises(redis.ResponseError, match="not available in this version"):
         admin.execute_command("KVCLOUD", "RESTORE", "local", backup_id, "SWAP")
+
+
+def test_cli_verify_reports_each_damage_by_name(backed_up) -> None:  # type: ignore[no-untyped-def]
+    conf, _, tmp_path = backed_up
+    ok = cloud("verify", "--conf", str(conf), "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert list(json.loads(ok.stdout)["backups"].values()) == [[]]
+
+    chunks = sorted(p for p in (tmp_path / "bucket").rglob("*") if p.parent.parent.name == "chunks")
+    assert len(chunks) >= 2
+    flipped, deleted = chunks[0], chunks[-1]
+    data = bytearray(flipped.read_bytes())
+    data[-1] ^= 0x01
+    flipped.write_bytes(bytes(data))
+    deleted.unlink()
+    bad = cloud("verify", "--conf", str(conf), "--all")
+    assert bad.returncode == 1
+    assert flipped.name in bad.stdout and deleted.name in bad.stdout
+    assert "missing" in bad.stdout and "2 problem(s)" in bad.stdout
+
+    manifest = next((tmp_path / "bucket").rglob("*.manifest"))
+    sealed = bytearray(manifest.read_bytes())
+    sealed[len(sealed) // 2] ^= 0x01
+    manifest.write_bytes(bytes(sealed))
+    broken = cloud("verify", "--conf", str(conf), "--all")
+    assert broken.returncode == 1 and manifest.name.split(".")[0] in broken.stdout
+    assert "Traceback" not in broken.stdout + broken.stderr
+
+
+def test_kvcloud_verify_sound_then_damaged(make_upstream, make_proxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server: Upstream = make_upstream()
+    fill(server.client())
+    key = tmp_path / "backup.key"
+    assert cloud("keygen", str(key)).returncode == 0
+    proxy = make_proxy(server.port, f"[kvcloud]\nencryption_key_file = {key}\n"
+                       f"[provider local]\ntype = file\npath = {tmp_path / 'bucket'}\n")
+    admin = proxy.client()
+    assert admin.execute_command("KVCLOUD", "UPLOAD", "WAIT")[1] == b"succeeded"
+    sound = admin.execute_command("KVCLOUD", "VERIFY", "WAIT")
+    assert dict(zip(sound[0::2], sound[1::2], strict=True))[b"results"] == b"local: sound"
+    chunk = next(p for p in (tmp_path / "bucket").rglob("*") if p.parent.parent.name == "chunks")
+    chunk.unlink()
+    damaged = admin.execute_command("KVCLOUD", "VERIFY", "local", "ALL", "WAIT")
+    fields = dict(zip(damaged[0::2], damaged[1::2], strict=True))
+    assert fields[b"state"] == b"failed"
+    assert chunk.name.encode() in fields[b"error"] and b"missing" in fields[b"error"]

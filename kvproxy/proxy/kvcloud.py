@@ -19,6 +19,7 @@ from kvproxy.jobs.registry import Busy
 from kvproxy.jobs.restore import run_restore
 from kvproxy.jobs.status import JobStatus
 from kvproxy.jobs.targets import TargetError, select_providers
+from kvproxy.jobs.verify import run_verify
 from kvproxy.proxy.replies import Value, encode, error
 from kvproxy.repo.manifest import BACKUP_ID
 from kvproxy.storage.providers import open_store
@@ -35,14 +36,14 @@ HELP = {
     "CONFIG": "CONFIG -- the loaded configuration, secrets shown as ***",
     "REFRESH": "REFRESH -- reload kvcloud.conf; an invalid file is refused and the old one stays",
     "LIST": "LIST [provider] -- the backups in a provider, newest first",
-    "VERIFY": "VERIFY [provider] [backup-id] -- read back and check every object of a backup",
+    "VERIFY": "VERIFY [provider] [backup-id|LATEST|ALL] [WAIT] -- check every object of backups",
     "CANCEL": "CANCEL [job-id] -- stop a running job",
     "PRUNE": "PRUNE [provider] -- apply the retention policy and delete unreferenced chunks",
     "HELP": "HELP -- this list",
 }
 
 #: Subcommands whose work arrives with the restore engine.
-NOT_YET = ("VERIFY", "CANCEL", "PRUNE")
+NOT_YET = ("CANCEL", "PRUNE")
 #: RESTORE words that belong to the managed swap, which is not here yet.
 SWAP_WORDS = ("SWAP", "KEEP", "REVERT", "RETAIN")
 #: Subcommands that read the bucket before they can answer.
@@ -128,13 +129,7 @@ class KvCloud:
                                         lambda status: self.proxy.backup(providers, status))
         except (TargetError, Busy) as exc:
             return error(f"ERR {exc}")
-        if not wait:
-            return job.job_id
-
-        async def final_status() -> Value:
-            return (await self.proxy.jobs.wait(job.job_id)).fields()
-
-        return final_status()
+        return self._job_reply(job.job_id, wait)
 
     def _restore(self, args: list[bytes]) -> Value | Awaitable[Value]:
         words = [arg.decode(errors="replace") for arg in args]
@@ -165,13 +160,27 @@ class KvCloud:
                 lambda status: run_restore(config, provider, wanted, target, status, open_store))
         except (TargetError, Busy) as exc:
             return error(f"ERR {exc}")
-        if not wait:
-            return job.job_id
+        return self._job_reply(job.job_id, wait)
 
-        async def final_status() -> Value:
-            return (await self.proxy.jobs.wait(job.job_id)).fields()
-
-        return final_status()
+    def _verify(self, args: list[bytes]) -> Value | Awaitable[Value]:
+        words = [arg.decode(errors="replace") for arg in args]
+        wait = any(word.upper() == "WAIT" for word in words)
+        every = any(word.upper() == "ALL" for word in words)
+        words = [word for word in words if word.upper() not in ("WAIT", "ALL")]
+        wanted = "LATEST"
+        if words and (words[-1].upper() == "LATEST" or BACKUP_ID.match(words[-1])):
+            wanted = words.pop()
+        if len(words) > 1:
+            return error("ERR usage: KVCLOUD VERIFY [provider] [backup-id|LATEST|ALL] [WAIT]")
+        config = self.proxy.config
+        try:
+            provider = select_providers(config, words, "restore")[0]
+            job = self.proxy.jobs.start(
+                "verify", [provider.name],
+                lambda status: run_verify(config, provider, wanted, every, status, open_store))
+        except (TargetError, Busy) as exc:
+            return error(f"ERR {exc}")
+        return self._job_reply(job.job_id, wait)
 
     def _list(self, args: list[bytes]) -> Value | Awaitable[Value]:
         names = [arg.decode(errors="replace") for arg in args]
@@ -189,6 +198,16 @@ class KvCloud:
             return rows
 
         return listing()
+
+    def _job_reply(self, job_id: str, wait: bool) -> Value | Awaitable[Value]:
+        """A job's id at once, or with WAIT its final STATUS when it ends."""
+        if not wait:
+            return job_id
+
+        async def final_status() -> Value:
+            return (await self.proxy.jobs.wait(job_id)).fields()
+
+        return final_status()
 
     def _help(self, args: list[bytes]) -> Value:
         return [f"KVCLOUD {line}" for line in HELP.values()]
