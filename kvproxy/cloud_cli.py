@@ -105,32 +105,30 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--key-file", metavar="FILE", help="the backup key")
     listing.add_argument("--json", action="store_true", help="print JSON")
 
-    restore = commands.add_parser("restore", help="restore a backup into a new directory")
-    restore.add_argument("--conf", metavar="FILE", required=True,
-                         help="kvcloud.conf with the providers and the key")
-    restore.add_argument("-p", "--provider", metavar="NAME",
-                         help="default: the first provider allowed to restore")
-    restore.add_argument("backup_id", nargs="?", default="LATEST",
-                         help="a backup id from 'list', or LATEST (default)")
+    restore = _one_backup_parser(commands, "restore", "restore a backup into a new directory")
     restore.add_argument("--to", metavar="DIR", required=True,
                          help="a directory that does not exist yet (or is empty)")
-    restore.add_argument("--key-file", metavar="FILE", help="the backup key")
     restore.add_argument("--parallelism", type=int, metavar="N", help="download workers")
-    restore.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    verify = commands.add_parser("verify", help="read back and check every object of backups")
-    verify.add_argument("--conf", metavar="FILE", required=True,
-                        help="kvcloud.conf with the providers and the key")
-    verify.add_argument("-p", "--provider", metavar="NAME",
-                        help="default: the first provider allowed to restore")
-    verify.add_argument("backup_id", nargs="?", default="LATEST",
-                        help="a backup id, or LATEST (default)")
+    verify = _one_backup_parser(commands, "verify", "read back and check every object")
     verify.add_argument("--all", action="store_true", help="every backup of the provider")
-    verify.add_argument("--key-file", metavar="FILE", help="the backup key")
-    verify.add_argument("--json", action="store_true", help="print the result as JSON")
 
     commands.add_parser("prune", help="prune (not available in this version)")
     return main
+
+
+def _one_backup_parser(commands: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    """restore and verify: one provider of --conf, one backup (or LATEST)."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=summary)
+    parser.add_argument("--conf", metavar="FILE", required=True,
+                        help="kvcloud.conf with the providers and the key")
+    parser.add_argument("-p", "--provider", metavar="NAME",
+                        help="default: the first provider allowed to restore")
+    parser.add_argument("backup_id", nargs="?", default="LATEST",
+                        help="a backup id from 'list', or LATEST (default)")
+    parser.add_argument("--key-file", metavar="FILE", help="the backup key")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

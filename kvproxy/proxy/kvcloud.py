@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from kvproxy import config as configuration
+from kvproxy.config import Provider
 from kvproxy.jobs.catalog import CatalogError, list_backups
 from kvproxy.jobs.registry import Busy
 from kvproxy.jobs.restore import run_restore
@@ -146,38 +147,35 @@ class KvCloud:
                 return error("ERR KVCLOUD RESTORE ... TO needs a directory")
             target = Path(words[at + 1])
             del words[at:at + 2]
-        wanted = "LATEST"
-        if words and (words[-1].upper() == "LATEST" or BACKUP_ID.match(words[-1])):
-            wanted = words.pop()
-        if len(words) > 1:
-            return error("ERR usage: KVCLOUD RESTORE [provider] [backup-id|LATEST] [TO dir] "
-                         "[WAIT]")
         config = self.proxy.config
-        try:
-            provider = select_providers(config, words, "restore")[0]
-            job = self.proxy.jobs.start(
-                "restore", [provider.name],
-                lambda status: run_restore(config, provider, wanted, target, status, open_store))
-        except (TargetError, Busy) as exc:
-            return error(f"ERR {exc}")
-        return self._job_reply(job.job_id, wait)
+        return self._read_job(
+            "restore", words, wait, "[provider] [backup-id|LATEST] [TO dir] [WAIT]",
+            lambda provider, wanted: lambda status: run_restore(
+                config, provider, wanted, target, status, open_store))
 
     def _verify(self, args: list[bytes]) -> Value | Awaitable[Value]:
         words = [arg.decode(errors="replace") for arg in args]
         wait = any(word.upper() == "WAIT" for word in words)
         every = any(word.upper() == "ALL" for word in words)
         words = [word for word in words if word.upper() not in ("WAIT", "ALL")]
+        config = self.proxy.config
+        return self._read_job(
+            "verify", words, wait, "[provider] [backup-id|LATEST|ALL] [WAIT]",
+            lambda provider, wanted: lambda status: run_verify(
+                config, provider, wanted, every, status, open_store))
+
+    def _read_job(self, operation: str, words: list[str], wait: bool, usage: str,
+                  work: Callable[[Provider, str], Callable[[JobStatus], Awaitable[None]]],
+                  ) -> Value | Awaitable[Value]:
+        """RESTORE and VERIFY: ``[provider] [backup-id|LATEST]`` on one provider, as a job."""
         wanted = "LATEST"
         if words and (words[-1].upper() == "LATEST" or BACKUP_ID.match(words[-1])):
             wanted = words.pop()
         if len(words) > 1:
-            return error("ERR usage: KVCLOUD VERIFY [provider] [backup-id|LATEST|ALL] [WAIT]")
-        config = self.proxy.config
+            return error(f"ERR usage: KVCLOUD {operation.upper()} {usage}")
         try:
-            provider = select_providers(config, words, "restore")[0]
-            job = self.proxy.jobs.start(
-                "verify", [provider.name],
-                lambda status: run_verify(config, provider, wanted, every, status, open_store))
+            provider = select_providers(self.proxy.config, words, "restore")[0]
+            job = self.proxy.jobs.start(operation, [provider.name], work(provider, wanted))
         except (TargetError, Busy) as exc:
             return error(f"ERR {exc}")
         return self._job_reply(job.job_id, wait)
