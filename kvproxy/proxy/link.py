@@ -98,10 +98,6 @@ class Link(asyncio.Protocol):
 
     # ---- connecting -------------------------------------------------------
 
-    @property
-    def connected(self) -> bool:
-        return self.transport is not None and not self.transport.is_closing()
-
     def unavailable_error(self) -> bytes:
         host, port = self.address
         return b"-ERR upstream %s:%d unavailable: %s\r\n" % (
@@ -186,7 +182,7 @@ class Link(asyncio.Protocol):
 
     def send_raw(self, data: Chunk) -> None:
         """Bytes that expect no counted reply (raw mode, empty commands)."""
-        if self.connected:
+        if self.ready:
             self.outbox.append(data)
             if not self.flush_scheduled:
                 self._schedule_flush()
