@@ -57,3 +57,44 @@ def test_a_job_running_when_the_proxy_stopped_reads_back_as_failed(tmp_path: Pat
     (tmp_path / "jobs" / "garbage.json").write_text("{not json")
     job = Registry(tmp_path).get("upload-x")
     assert job is not None and job.state == "failed" and "interrupted" in job.error
+
+
+def test_a_cancel_that_comes_too_late_leaves_the_finished_work_standing(tmp_path: Path) -> None:
+    """A worker past its last check finishes: the job says so instead of 'cancelled'."""
+    import threading
+
+    from kvproxy.jobs.threads import run_stoppable
+
+    async def scenario() -> None:
+        registry = Registry(tmp_path)
+        entered, release = threading.Event(), threading.Event()
+
+        def committed(stop: threading.Event) -> str:
+            entered.set()
+            release.wait(30)
+            return "done"  # never looks at stop again: like a rename already made
+
+        def stops(stop: threading.Event) -> str:
+            entered.set()
+            release.wait(30)
+            if stop.is_set():
+                raise RuntimeError("stopped")
+            return "done"
+
+        for work, expected in ((committed, "succeeded"), (stops, "cancelled")):
+            entered.clear()
+            release.clear()
+
+            async def job(status: JobStatus, work=work) -> None:  # type: ignore[no-untyped-def]
+                status.backup_id = await run_stoppable(work)
+
+            started = registry.start("restore", ["local"], job)
+            await asyncio.to_thread(entered.wait, 30)
+            assert registry.cancel(started.job_id)
+            await asyncio.sleep(0)  # the job takes the cancellation, sets stop
+            release.set()
+            final = await registry.wait(started.job_id)
+            assert final.state == expected
+            assert (final.backup_id == "done") == (expected == "succeeded")
+
+    asyncio.run(scenario())

@@ -85,6 +85,9 @@ class Registry:
             await work(status)
             status.finish(SUCCEEDED)
         except asyncio.CancelledError:
+            for name, result in status.results.items():
+                if result == RUNNING:
+                    status.results[name] = CANCELLED
             status.finish(CANCELLED, "cancelled")
         except JobFailed as exc:
             status.finish(FAILED, str(exc))

@@ -92,6 +92,8 @@ def restore_backup(repo: Repository, backup_id: str, target: Path, parallelism: 
             for placement in placements:
                 _write_file(repo, pool, parallelism, placement, staging, status, stop)
         _fsync_tree(staging)
+        if stop.is_set():  # the last moment a cancel can still leave nothing behind
+            raise Stopped("cancelled")
         if target.exists():
             target.rmdir()
         os.rename(staging, target)

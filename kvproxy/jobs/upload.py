@@ -129,4 +129,6 @@ def upload_snapshot(repo: Repository, snapshot: Snapshot, parallelism: int,
         encrypted=repo.encrypted, compression=repo.compression, files=files,
         new_chunks=uploads.counters.new_chunks, stored_bytes=uploads.counters.stored_bytes,
         sequence=snapshot.sequence)
+    if stop.is_set():  # the last moment a cancel can still leave no backup
+        raise Stopped("cancelled")
     return repo.write_manifest(manifest)

@@ -38,17 +38,17 @@ HELP = {
     "REFRESH": "REFRESH -- reload kvcloud.conf; an invalid file is refused and the old one stays",
     "LIST": "LIST [provider] -- the backups in a provider, newest first",
     "VERIFY": "VERIFY [provider] [backup-id|LATEST|ALL] [WAIT] -- check every object of backups",
-    "CANCEL": "CANCEL [job-id] -- stop a running job",
+    "CANCEL": "CANCEL [job-id] -- stop the running job; replies its final STATUS",
     "PRUNE": "PRUNE [provider] -- apply the retention policy and delete unreferenced chunks",
     "HELP": "HELP -- this list",
 }
 
 #: Subcommands whose work arrives with the restore engine.
-NOT_YET = ("CANCEL", "PRUNE")
+NOT_YET = ("PRUNE",)
 #: RESTORE words that belong to the managed swap, which is not here yet.
 SWAP_WORDS = ("SWAP", "KEEP", "REVERT", "RETAIN")
 #: Subcommands that read the bucket before they can answer.
-LATER = (b"LIST",)
+LATER = (b"LIST", b"CANCEL")
 
 #: Every field STATUS reports, in order, so clients can rely on the shape.
 STATUS_FIELDS = tuple(JobStatus("", "", []).fields())
@@ -196,6 +196,20 @@ class KvCloud:
             return rows
 
         return listing()
+
+    def _cancel(self, args: list[bytes]) -> Value | Awaitable[Value]:
+        jobs = self.proxy.jobs
+        if len(args) > 1:
+            return error("ERR usage: KVCLOUD CANCEL [job-id]")
+        running = jobs.running
+        wanted = args[0].decode(errors="replace") if args else None
+        if running is None or (wanted is not None and wanted != running.job_id):
+            if wanted is not None and jobs.get(wanted) is None:
+                return error(f"ERR no such job: {wanted}")
+            return error(f"ERR job {wanted} is not running" if wanted else
+                         "ERR no job is running")
+        jobs.cancel(running.job_id)
+        return self._job_reply(running.job_id, wait=True)
 
     def _job_reply(self, job_id: str, wait: bool) -> Value | Awaitable[Value]:
         """A job's id at once, or with WAIT its final STATUS when it ends."""
