@@ -87,9 +87,9 @@ async def _serve(config: configuration.Config) -> None:
     if config["managed"]:
         managed = ManagedServer(config["server_binary"], config["upstream"],
                                 config["server_dir"] or "kvproxy-data/server",
-                                config["server_args"])
+                                config["server_args"], config["server_config"])
         await managed.start()
-    proxy = Proxy(config)
+    proxy = Proxy(config, managed)
     try:
         await proxy.start()
         await proxy.run_until_stopped()

@@ -104,6 +104,7 @@ MAIN_KEYS: dict[str, Key] = {
     "managed": Key(_yes_no, False),
     "server_binary": Key(_text, None),
     "server_args": Key(_text, ""),
+    "server_config": Key(_text, None),
     "server_dir": Key(_text, None),
     "state_dir": Key(_text, "kvproxy-data/state"),
     "restore_dir": Key(_text, "kvproxy-data/restores"),

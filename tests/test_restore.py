@@ -153,7 +153,7 @@ def test_kvcloud_restore_into_a_directory(make_upstream, make_proxy, tmp_path: P
     again = admin.execute_command("KVCLOUD", "RESTORE", backup_id, "TO", str(target), "WAIT")
     again_fields = dict(zip(again[0::2], again[1::2], strict=True))
     assert again_fields[b"state"] == b"failed" and b"not empty" in again_fields[b"error"]
-    with pytest.raises(redis.ResponseError, match="not available in this version"):
+    with pytest.raises(redis.ResponseError, match="SWAP needs managed = yes"):
         admin.execute_command("KVCLOUD", "RESTORE", "local", backup_id, "SWAP")
 
 

@@ -15,7 +15,7 @@ import posixpath
 import shutil
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,23 +167,32 @@ def resolve_backup_id(repo: Repository, wanted: str, provider: str) -> str:
     return backups[-1]
 
 
-async def run_restore(config: Config, provider: Provider, wanted: str, target: Path | None,
-                      status: JobStatus, open_store: StoreOpener) -> None:
-    """KVCLOUD RESTORE's job: into ``target``, or ``restore_dir``/<backup-id>."""
+async def fetch_backup(config: Config, provider: Provider, wanted: str, status: JobStatus,
+                       open_store: StoreOpener, place: Callable[[str], Path],
+                       ) -> tuple[Manifest, Path]:
+    """Restore ``wanted`` into ``place(backup_id)``; returns the manifest and the directory."""
 
-    def work(stop: threading.Event) -> None:
+    def work(stop: threading.Event) -> tuple[Manifest, Path]:
         store = provider_store(config, provider, open_store)
         repo = Repository.open(store, key_source(config), allow_unencrypted=True)
         backup_id = resolve_backup_id(repo, wanted, provider.name)
         status.backup_id = backup_id
-        where = (target or Path(config["restore_dir"]) / backup_id).resolve()
-        manifest = restore_backup(repo, backup_id, where, int(config["parallelism"]), status,
-                                  stop)
-        status.results[provider.name] = (f"restored into {where}; start the server with: "
-                                          f"{start_command(manifest, where)}")
+        where = place(backup_id).resolve()
+        return restore_backup(repo, backup_id, where, int(config["parallelism"]), status,
+                              stop), where
 
     try:
-        await run_stoppable(work)
+        return await run_stoppable(work)
     except (RestoreError, RepoError, StorageError) as exc:
         status.results[provider.name] = f"failed: {exc}"
         raise JobFailed(f"provider {provider.name}: {exc}") from None
+
+
+async def run_restore(config: Config, provider: Provider, wanted: str, target: Path | None,
+                      status: JobStatus, open_store: StoreOpener) -> None:
+    """KVCLOUD RESTORE's job: into ``target``, or ``restore_dir``/<backup-id>."""
+    manifest, where = await fetch_backup(
+        config, provider, wanted, status, open_store,
+        lambda backup_id: target or Path(config["restore_dir"]) / backup_id)
+    status.results[provider.name] = (f"restored into {where}; start the server with: "
+                                      f"{start_command(manifest, where)}")

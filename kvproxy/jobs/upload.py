@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from kvproxy.jobs.status import JobStatus
 from kvproxy.repo.manifest import ChunkRef, FileEntry, Manifest
 from kvproxy.repo.repository import Repository
+from kvproxy.upstream.keycount import as_record
 from kvproxy.upstream.snapshot import Snapshot
 
 
@@ -128,7 +129,7 @@ def upload_snapshot(repo: Repository, snapshot: Snapshot, parallelism: int,
         source=snapshot.kind, server_version=snapshot.server_version,
         encrypted=repo.encrypted, compression=repo.compression, files=files,
         new_chunks=uploads.counters.new_chunks, stored_bytes=uploads.counters.stored_bytes,
-        sequence=snapshot.sequence)
+        sequence=snapshot.sequence, keys=as_record(snapshot.keys))
     if stop.is_set():  # the last moment a cancel can still leave no backup
         raise Stopped("cancelled")
     return repo.write_manifest(manifest)

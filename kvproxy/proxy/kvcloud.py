@@ -19,6 +19,15 @@ from kvproxy.jobs.catalog import CatalogError, list_backups
 from kvproxy.jobs.registry import Busy
 from kvproxy.jobs.restore import run_restore
 from kvproxy.jobs.status import JobStatus
+from kvproxy.jobs.swap import (
+    SwapError,
+    check_can_swap,
+    keep,
+    pending_swap,
+    retain,
+    run_revert,
+    run_swap,
+)
 from kvproxy.jobs.targets import TargetError, select_providers
 from kvproxy.jobs.verify import run_verify
 from kvproxy.proxy.replies import Value, encode, error
@@ -32,7 +41,9 @@ log = logging.getLogger("kvproxy.kvcloud")
 
 HELP = {
     "UPLOAD": "UPLOAD [provider ...] [WAIT] -- back up the server; replies a job id",
-    "RESTORE": "RESTORE [provider] [backup-id|LATEST] [TO dir] [WAIT] -- restore a backup",
+    "RESTORE": "RESTORE [provider] [backup-id|LATEST] [TO dir|SWAP] [WAIT] -- restore a backup "
+               "into a directory, or swap it in under the managed server; then RESTORE KEEP, "
+               "REVERT [WAIT] or RETAIN",
     "STATUS": "STATUS [job-id] -- state and progress of the current or a given job",
     "CONFIG": "CONFIG -- the loaded configuration, secrets shown as ***",
     "REFRESH": "REFRESH -- reload kvcloud.conf; an invalid file is refused and the old one stays",
@@ -45,8 +56,6 @@ HELP = {
 
 #: Subcommands whose work arrives with the restore engine.
 NOT_YET = ("PRUNE",)
-#: RESTORE words that belong to the managed swap, which is not here yet.
-SWAP_WORDS = ("SWAP", "KEEP", "REVERT", "RETAIN")
 #: Subcommands that read the bucket before they can answer.
 LATER = (b"LIST", b"CANCEL")
 
@@ -57,7 +66,7 @@ _NUMBERS = ("files", "bytes_total", "bytes_done", "bytes_uploaded", "bytes_dedup
 
 #: Keys REFRESH cannot apply to a running proxy.
 RESTART_KEYS = ("listen", "upstream", "upstream_password", "managed", "server_binary",
-                "server_args", "server_dir")
+                "server_args", "server_config", "server_dir")
 
 
 class Caller(Protocol):
@@ -104,7 +113,7 @@ class KvCloud:
         if not args:
             return False
         sub = args[0].upper()
-        return sub in LATER or any(arg.upper() == b"WAIT" for arg in args[1:])
+        return sub in LATER or any(arg.upper() in (b"WAIT", b"KEEP") for arg in args[1:])
 
     def _refusal(self, caller: Caller) -> bytes | None:
         if self.proxy.upstream_requires_auth:
@@ -134,24 +143,61 @@ class KvCloud:
 
     def _restore(self, args: list[bytes]) -> Value | Awaitable[Value]:
         words = [arg.decode(errors="replace") for arg in args]
-        if any(word.upper() in SWAP_WORDS for word in words):
-            return error("ERR KVCLOUD RESTORE SWAP/KEEP/REVERT/RETAIN is not available in this "
-                         "version: restore into a directory (RESTORE [provider] [id] TO dir)")
-        wait = any(word.upper() == "WAIT" for word in words)
-        words = [word for word in words if word.upper() != "WAIT"]
-        target: Path | None = None
         upper = [word.upper() for word in words]
+        config = self.proxy.config
+        if upper and upper[0] in ("KEEP", "REVERT", "RETAIN"):
+            return self._after_swap(upper)
+        wait = "WAIT" in upper
+        words = [word for word in words if word.upper() != "WAIT"]
+        upper = [word.upper() for word in words]
+        usage = "[provider] [backup-id|LATEST] [TO dir|SWAP] [WAIT]"
+        if "SWAP" in upper:
+            words.pop(upper.index("SWAP"))
+            try:
+                check_can_swap(self.proxy, config)
+            except SwapError as exc:
+                return error(f"ERR {exc}")
+            return self._read_job(
+                "restore", words, wait, usage,
+                lambda provider, wanted: lambda status: run_swap(
+                    self.proxy, config, provider, wanted, status, open_store))
+        target: Path | None = None
         if "TO" in upper:
             at = upper.index("TO")
             if at + 1 >= len(words):
                 return error("ERR KVCLOUD RESTORE ... TO needs a directory")
             target = Path(words[at + 1])
             del words[at:at + 2]
-        config = self.proxy.config
         return self._read_job(
-            "restore", words, wait, "[provider] [backup-id|LATEST] [TO dir] [WAIT]",
+            "restore", words, wait, usage,
             lambda provider, wanted: lambda status: run_restore(
                 config, provider, wanted, target, status, open_store))
+
+    def _after_swap(self, words: list[str]) -> Value | Awaitable[Value]:
+        """RESTORE KEEP | REVERT [WAIT] | RETAIN: what becomes of the database a swap set aside."""
+        config = self.proxy.config
+        action, rest = words[0], words[1:]
+        if rest and rest != ["WAIT"] or (rest and action != "REVERT"):
+            return error(f"ERR usage: KVCLOUD RESTORE {action}"
+                         + (" [WAIT]" if action == "REVERT" else ""))
+        try:
+            pending_swap(config)
+            if action == "RETAIN":
+                return {"status": "retained", "previous": retain(config)}
+            if action == "REVERT":
+                job = self.proxy.jobs.start("revert", ["revert"],
+                                            lambda status: run_revert(self.proxy, config, status))
+                return self._job_reply(job.job_id, bool(rest))
+        except (SwapError, Busy) as exc:
+            return error(f"ERR {exc}")
+
+        async def keeping() -> Value:
+            try:
+                return {"status": "kept", "result": await keep(config)}
+            except (SwapError, OSError) as exc:
+                return error(f"ERR {exc}")
+
+        return keeping()
 
     def _verify(self, args: list[bytes]) -> Value | Awaitable[Value]:
         words = [arg.decode(errors="replace") for arg in args]

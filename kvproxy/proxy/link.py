@@ -68,9 +68,23 @@ class UpstreamUnavailable(Exception):
     pass
 
 
+class Gate:
+    """Closed while the proxy itself takes the server down (a swap restore).
+
+    Every link of a proxy shares one: while ``reply`` is set, nothing is sent
+    or connected, and each command is answered with it at once, so clients
+    see ``-LOADING`` instead of a hang or a dropped connection.
+    """
+
+    def __init__(self) -> None:
+        self.reply: bytes | None = None
+
+
 class Link(asyncio.Protocol):
-    def __init__(self, address: tuple[str, int], connect_timeout: float, name: str) -> None:
+    def __init__(self, address: tuple[str, int], connect_timeout: float, name: str,
+                 gate: Gate | None = None) -> None:
         self.address = address
+        self.gate = gate or Gate()
         self.connect_timeout = connect_timeout
         self.name = name
         self.transport: asyncio.Transport | None = None
@@ -99,6 +113,8 @@ class Link(asyncio.Protocol):
     # ---- connecting -------------------------------------------------------
 
     def unavailable_error(self) -> bytes:
+        if self.gate.reply is not None:
+            return self.gate.reply
         host, port = self.address
         return b"-ERR upstream %s:%d unavailable: %s\r\n" % (
             host.encode(),
@@ -110,6 +126,8 @@ class Link(asyncio.Protocol):
         """Open the connection; raises UpstreamUnavailable with the reason."""
         loop = asyncio.get_running_loop()
         host, port = self.address
+        if self.gate.reply is not None:
+            raise UpstreamUnavailable("the proxy holds the server down")
         try:
             await asyncio.wait_for(
                 loop.create_connection(lambda: self, host, port), self.connect_timeout
@@ -129,6 +147,7 @@ class Link(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.ready = True
+        self.closing = False  # the shared link is closed on purpose, then used again
         self.buf = b""
         self.stream_left = self.resume_need = 0
         self.resume_push = False
@@ -168,6 +187,9 @@ class Link(asyncio.Protocol):
             self.waiters.append(sink)
             if not self.flush_scheduled:
                 self._schedule_flush()
+            return
+        if self.gate.reply is not None:
+            sink.batch_failed(self.gate.reply)
             return
         if self.connecting is not None and not self.connecting.done():
             self.outbox.append(data)

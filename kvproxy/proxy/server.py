@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from kvproxy import logs
@@ -13,21 +15,29 @@ from kvproxy.jobs.backup import run_backup
 from kvproxy.jobs.registry import Registry
 from kvproxy.jobs.status import JobStatus
 from kvproxy.proxy.kvcloud import KvCloud
-from kvproxy.proxy.link import Link, SetupReply, Sink
+from kvproxy.proxy.link import Gate, Link, SetupReply, Sink
 from kvproxy.proxy.session import Session, encode_command
 from kvproxy.storage.providers import open_store
 from kvproxy.upstream.control import Control
+from kvproxy.upstream.managed import ManagedServer
 from kvproxy.upstream.snapshot import Snapshot, take_snapshot
 
 log = logging.getLogger("kvproxy")
 
 
+#: What clients get for each command while a swap restore holds the server down.
+LOADING = b"-LOADING restore in progress\r\n"
+
+
 class Proxy:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, managed: ManagedServer | None = None) -> None:
         self.config = config
+        #: The server this proxy started and supervises (``managed = yes``), if any.
+        self.managed = managed
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.shared = Link(self.upstream_address, self.connect_timeout, "shared")
+        self.gate = Gate()
+        self.shared = Link(self.upstream_address, self.connect_timeout, "shared", self.gate)
         self.shared.setup = self._shared_setup
         #: Whether the server accepted upstream_password on the shared link
         #: (None until it answered): only then may the proxy answer AUTH itself.
@@ -64,6 +74,30 @@ class Proxy:
                 return await take_snapshot(control, config["source"], staging)
 
         await run_backup(config, providers, status, take, open_store)
+
+    @contextlib.asynccontextmanager
+    async def upstream_held(self, drain_timeout: float = 5.0) -> AsyncIterator[None]:
+        """Clients get ``-LOADING`` while the body runs; pass-through resumes after.
+
+        Replies already on their way are let through first (up to
+        ``drain_timeout``), then the links close on purpose. A client with a
+        dedicated connection loses it, as it would if the server restarted:
+        its connection state (MULTI, SUBSCRIBE, ...) does not survive a restart.
+        """
+        self.gate.reply = LOADING
+        self.shared.ready = False  # new batches meet the gate; replies due still arrive
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + drain_timeout
+            while self.shared.waiters and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            self.shared.close()
+            for session in list(self.sessions):
+                if session.dedicated is not None:
+                    session.dedicated.close()
+            yield
+        finally:
+            self.gate.reply = None
 
     def reconfigure(self, config: Config) -> None:
         """Take a reloaded config: what can change while running changes now."""

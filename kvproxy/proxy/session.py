@@ -341,7 +341,8 @@ class Session(asyncio.Protocol):
 
     async def _pin(self) -> None:
         """Move to a connection of its own once earlier replies are in."""
-        link = Link(self.proxy.upstream_address, self.proxy.connect_timeout, "dedicated")
+        link = Link(self.proxy.upstream_address, self.proxy.connect_timeout, "dedicated",
+                    self.proxy.gate)
         link.owner = self
         setup = self.proxy.auth_setup() if self.auth_local else []
         setup += [(command, SetupReply()) for command in self.replay]

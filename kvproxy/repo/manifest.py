@@ -94,19 +94,24 @@ class Manifest:
     files: tuple[FileEntry, ...]
     totals: Totals
     sequence: int | None = None
+    #: The server's key count at the backup, ``{"keys": n, "expires": m}``
+    #: (None when writes during the save made it uncertain).
+    keys: dict[str, int] | None = None
     format_version: int = field(default=FORMAT_VERSION)
 
     @classmethod
     def new(cls, *, source: str, server_version: str, encrypted: bool, compression: str,
             files: Iterable[FileEntry], new_chunks: int, stored_bytes: int,
-            sequence: int | None = None, now: datetime | None = None) -> Manifest:
+            sequence: int | None = None, keys: dict[str, int] | None = None,
+            now: datetime | None = None) -> Manifest:
         """A manifest with a fresh backup id and ``created`` from the same instant."""
         moment = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
         entries = tuple(files)
         return cls(backup_id=new_backup_id(moment), created=f"{moment:%Y-%m-%dT%H:%M:%SZ}",
                    source=source, server_version=server_version, encrypted=encrypted,
                    compression=compression, files=entries,
-                   totals=Totals.of(entries, new_chunks, stored_bytes), sequence=sequence)
+                   totals=Totals.of(entries, new_chunks, stored_bytes), sequence=sequence,
+                   keys=keys)
 
     def validate(self) -> None:
         """Raise ManifestError unless the manifest is safe to restore and self-consistent."""
@@ -146,6 +151,7 @@ class Manifest:
                                for k in ("files", "bytes", "chunks", "new_chunks",
                                          "stored_bytes")})
             sequence = raw.get("sequence")
+            keys = raw.get("keys")
             manifest = cls(
                 backup_id=_typed(raw["backup_id"], str), created=_typed(raw["created"], str),
                 source=_typed(raw["source"], str),
@@ -153,6 +159,8 @@ class Manifest:
                 encrypted=_typed(raw["encrypted"], bool),
                 compression=_typed(raw["compression"], str), files=files, totals=totals,
                 sequence=None if sequence is None else _typed(sequence, int),
+                keys=None if keys is None else {name: _typed(keys[name], int)
+                                                for name in ("keys", "expires")},
                 format_version=_typed(raw["format_version"], int))
         except (ValueError, KeyError, TypeError) as exc:
             raise ManifestError(f"malformed manifest: {type(exc).__name__}: {exc}") from None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kvproxy.upstream.control import Control, ControlError
+from kvproxy.upstream.keycount import KeyCount, count_or_none
 
 log = logging.getLogger("kvproxy.snapshot")
 
@@ -42,6 +43,9 @@ class Snapshot:
     files: list[str]
     server_version: str = ""
     sequence: int | None = None
+    #: The server's key count, when it is known to be the snapshot's own
+    #: (no write between the save and the count).
+    keys: KeyCount | None = None
     #: The staging directory this snapshot owns (None: files are the caller's).
     pinned: Path | None = None
     details: dict[str, Any] = field(default_factory=dict)
@@ -80,14 +84,19 @@ async def take_snapshot(control: Control, source: str, staging: Path,
     server = await control.info("server")
     version = str(server.get("kvrocks_version") or server.get("redis_version") or "")
     if kind == KVROCKS_CHECKPOINT:
+        written = await _sequence(control)
         await _bgsave(control, KVROCKS_FIELDS, poll, timeout)
         backup_dir = Path(await control.config_get("backup-dir"))
         names = _checkpoint_files(backup_dir)
         _pin(backup_dir, names, staging)
+        count = await count_or_none(control, kvrocks=True)
         sequence = await _sequence(control)
-        snapshot = Snapshot(kind, staging, names, version, sequence, staging,
+        snapshot = Snapshot(kind, staging, names, version, sequence, count, staging,
                             {"backup_dir": str(backup_dir)})
+        if sequence is None or sequence != written:  # written to while saving
+            snapshot.keys = None
     else:
+        before = await count_or_none(control, kvrocks=False)
         await _bgsave(control, REDIS_FIELDS, poll, timeout)
         directory = Path(await control.config_get("dir"))
         rdb = await control.config_get("dbfilename")
@@ -96,7 +105,9 @@ async def take_snapshot(control: Control, source: str, staging: Path,
                 f"the server saved {directory / rdb}, which is not on this machine: run the "
                 "proxy on the server's host")
         _pin(directory, [rdb], staging)
-        snapshot = Snapshot(kind, staging, [rdb], version, None, staging,
+        after = await count_or_none(control, kvrocks=False)
+        snapshot = Snapshot(kind, staging, [rdb], version, None,
+                            after if after == before else None, staging,
                             {"rdb": str(directory / rdb)})
     log.info("snapshot pinned: %s, %d files in %s", kind, len(snapshot.files), staging)
     return snapshot
