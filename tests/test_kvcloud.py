@@ -170,3 +170,15 @@ def test_refresh_reports_keys_that_need_a_restart(make_upstream, make_proxy) -> 
     time.sleep(0.2)
     assert "DEBUG kvproxy.session: client" in proxy.log()
     assert proxy.client().ping() is True
+
+
+@pytest.mark.parametrize("words", [("UPLOAD", "nosuch", "WAIT"), ("RESTORE", "KEEP"),
+                                   ("RESTORE", "REVERT", "WAIT"), ("VERIFY", "nosuch", "WAIT")])
+def test_a_waiting_command_refused_at_once_lets_the_client_go_on(kv: Proxy,
+                                                                  words: tuple[str, ...]) -> None:
+    """A refusal made without waiting must end the wait like a late reply would."""
+    reply = raw_exchange(kv.port, b"".join([
+        b"*%d\r\n" % (len(words) + 1), b"$7\r\nKVCLOUD\r\n",
+        *(b"$%d\r\n%s\r\n" % (len(w), w.encode()) for w in words),
+        b"*1\r\n$4\r\nPING\r\n"]))
+    assert reply.startswith(b"-ERR ") and reply.endswith(b"\r\n+PONG\r\n"), reply

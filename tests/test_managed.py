@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 from pathlib import Path
@@ -37,3 +38,47 @@ def test_managed_without_any_server_binary_fails_clearly(tmp_path: Path) -> None
         proxy.start()
     assert proxy.process is not None and proxy.process.wait(10) == 1
     assert "/nonexistent/kvrocks" in proxy.log() and "Traceback" not in proxy.log()
+
+
+def test_a_managed_server_that_dies_is_restarted(tmp_path: Path) -> None:
+    import os
+    import time
+
+    import redis
+
+    conf = (f"[kvcloud]\nmanaged = yes\nserver_binary = {shutil.which('redis-server')}\n"
+            f"server_dir = {tmp_path / 'srv'}\n")
+    proxy = Proxy(tmp_path / "proxy", free_port(), conf).start()
+    try:
+        client = proxy.client()
+        client.set("kept", "on disk")
+        client.save()
+        first = int(client.info("server")["process_id"])
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:  # the proxy restarts it after its backoff; clients see errors meanwhile
+            try:
+                second = int(client.info("server")["process_id"])
+                break
+            except redis.RedisError:
+                assert time.monotonic() < deadline, proxy.log()
+                time.sleep(0.1)
+        assert second != first
+        assert client.get("kept") == b"on disk"
+        assert "exited with status" in proxy.log() and "restarting" in proxy.log()
+    finally:
+        proxy.stop()
+
+
+def test_server_config_is_passed_first_and_the_proxy_settings_win(tmp_path: Path) -> None:
+    own = tmp_path / "redis.conf"
+    own.write_text("maxmemory-policy allkeys-lru\nport 1\n")
+    conf = (f"[kvcloud]\nmanaged = yes\nserver_binary = {shutil.which('redis-server')}\n"
+            f"server_dir = {tmp_path / 'srv'}\nserver_config = {own}\n")
+    proxy = Proxy(tmp_path / "proxy", free_port(), conf).start()
+    try:
+        client = proxy.client()
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
+        assert client.config_get("port") == {"port": str(proxy.upstream_port)}
+    finally:
+        proxy.stop()

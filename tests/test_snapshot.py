@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kvproxy.upstream.control import Control
+from kvproxy.upstream.keycount import KeyCount
 from kvproxy.upstream.snapshot import (
     KVROCKS_CHECKPOINT,
     REDIS_RDB,
@@ -33,8 +34,10 @@ def test_redis_rdb_is_saved_and_pinned(make_upstream, tmp_path: Path) -> None:  
     server: Upstream = make_upstream()
     client = server.client()
     client.mset({f"snap:{i}": i for i in range(1000)})
+    client.set("snap:ttl", 1, ex=3600)
     snapshot = asyncio.run(snapshot_of(server, tmp_path / "staging"))
     assert snapshot.kind == REDIS_RDB
+    assert snapshot.keys == KeyCount(1001, 1)  # nothing written during the save
     assert snapshot.files == ["dump.rdb"]
     pinned = snapshot.root / "dump.rdb"
     original = server.directory / "dump.rdb"
@@ -77,8 +80,10 @@ def test_kvrocks_checkpoint_pinned_against_the_next_bgsave(make_upstream, tmp_pa
     server: Upstream = make_upstream("kvrocks")
     client = server.client()
     client.mset({f"kv:{i}": "x" * 100 for i in range(2000)})
+    client.set("kv:ttl", 1, ex=3600)
     snapshot = asyncio.run(snapshot_of(server, tmp_path / "staging"))
     assert snapshot.kind == KVROCKS_CHECKPOINT
+    assert snapshot.keys == KeyCount(2001, 1)  # counted by a DBSIZE SCAN after the save
     assert "CURRENT" in snapshot.files
     assert any(name.startswith("MANIFEST-") for name in snapshot.files)
     backup_dir = Path(snapshot.details["backup_dir"])

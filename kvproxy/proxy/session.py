@@ -84,6 +84,8 @@ class Session(asyncio.Protocol):
         self.need = 0
         self.tracker: RequestTracker | None = None
         self.blocked = False
+        #: The KVCLOUD reply (its maker, then its future) the client waits for.
+        self.awaited: object = None
         self.closing = False
         self.closed = False
         self.raw = False
@@ -241,11 +243,16 @@ class Session(asyncio.Protocol):
             # Answered when its turn comes, so it sees what earlier commands did (AUTH).
             kvcloud, sub_args = self.proxy.kvcloud, args[1:]
             waits = not self.raw and kvcloud.answers_later(sub_args)
+            def make() -> LocalReply:
+                return kvcloud.handle(self, sub_args)
+
             if waits:  # like a blocking command: read nothing more until it is answered
                 self.blocked = True
                 self._pause("wait")
-            self.reply_later(lambda: kvcloud.handle(self, sub_args))
-            return _WAITING if waits else _HANDLED
+                self.awaited = make
+            self.reply_later(make)
+            # Refused at once (no I/O after all): the wait is already over.
+            return _WAITING if waits and self.awaited is not None else _HANDLED
         if self.raw:
             return _FORWARD  # QUIT too: the server answers it after what is in flight
         if upper == commands.QUIT:
@@ -429,23 +436,31 @@ class Session(asyncio.Protocol):
                     return
                 order.popleft()
                 self.write(item.result() if not item.cancelled() else b"")
-                self._waited()
+                self._waited(item)
                 continue
             if not isinstance(item, bytes):
                 made = item()
                 if not isinstance(made, bytes):
                     waiting = asyncio.ensure_future(made)
+                    if self.awaited is item:
+                        self.awaited = waiting
                     order[0] = waiting
                     waiting.add_done_callback(lambda _: self._write_ready())
                     return
-                item = made
+                order.popleft()
+                self.write(made)
+                self._waited(item)  # a refusal made at once still ends the wait
+                continue
             order.popleft()
             self.write(item)
         if not order:
             self._drain_event()
 
-    def _waited(self) -> None:
+    def _waited(self, reply: object) -> None:
         """A reply the client waited for went out: read its next commands."""
+        if reply is not self.awaited:
+            return
+        self.awaited = None
         if self.blocked and "wait" in self.pauses:
             self.blocked = False
             self._unpause("wait")

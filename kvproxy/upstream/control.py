@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 
@@ -21,8 +23,11 @@ class Control:
                  timeout: float = 30.0) -> None:
         host, port = address
         self.address = address
+        # No silent retries: redis-py would re-send a BGSAVE or a SHUTDOWN after
+        # the connection drops (as SHUTDOWN's always does), and back off for seconds.
         self.client = aioredis.Redis(host=host, port=port, password=password, protocol=2,
-                                     socket_timeout=timeout, socket_connect_timeout=timeout)
+                                     socket_timeout=timeout, socket_connect_timeout=timeout,
+                                     retry=Retry(NoBackoff(), 0))
 
     async def __aenter__(self) -> Control:
         return self
