@@ -126,7 +126,7 @@ def prune_repository(repo: Repository, policy: Policy, parallelism: int, status:
         decision = decide(policy, [Backup(backup_id, created_at(manifest))
                                    for backup_id, manifest in manifests.items()])
         _record(report, decision, manifests)
-        status.backup_id = ", ".join(decision.drop)
+        status.backup_id = ", ".join(filter(None, (status.backup_id, *decision.drop)))
         if not dry_run:
             for backup_id in decision.drop:
                 _check(stop, own)
@@ -210,10 +210,11 @@ def _collect_chunks(repo: Repository, manifests: dict[str, Manifest], decision: 
     sizes = repo.chunk_sizes()
     garbage = sorted(set(sizes) - referenced)
     report.chunks_total = len(sizes)
-    status.bytes_total = sum(sizes[chunk_id] or 0 for chunk_id in garbage)
+    freed = sum(sizes[chunk_id] or 0 for chunk_id in garbage)
+    status.bytes_total += freed
     if own is None:  # dry run
         report.chunks_deleted = len(garbage)
-        report.bytes_freed = status.bytes_total
+        report.bytes_freed = freed
         return
     batch = max(1, parallelism * BATCH_PER_WORKER)
     with ThreadPoolExecutor(parallelism, thread_name_prefix="kvcloud-prune") as pool:
