@@ -17,6 +17,7 @@ from kvproxy.cloud_progress import watch
 from kvproxy.config import Config, Provider
 from kvproxy.jobs.backup import key_source, run_backup
 from kvproxy.jobs.catalog import CatalogError, list_backups
+from kvproxy.jobs.prune import PruneError, PruneReport, prune_provider, retention_policy
 from kvproxy.jobs.registry import JobFailed
 from kvproxy.jobs.restore import (
     RestoreError,
@@ -30,6 +31,7 @@ from kvproxy.jobs.verify import verify_backup
 from kvproxy.repo.errors import RepoError
 from kvproxy.repo.keys import keygen
 from kvproxy.repo.repository import Repository
+from kvproxy.repo.retention import Policy, RetentionError
 from kvproxy.storage import StorageError, Store
 from kvproxy.storage.providers import Credentials, check, open_store
 from kvproxy.storage.retry import RetryingStore
@@ -113,7 +115,20 @@ def parser() -> argparse.ArgumentParser:
     verify = _one_backup_parser(commands, "verify", "read back and check every object")
     verify.add_argument("--all", action="store_true", help="every backup of the provider")
 
-    commands.add_parser("prune", help="prune (not available in this version)")
+    prune = commands.add_parser(
+        "prune", help="apply the retention policy, then delete chunks no backup needs")
+    prune.add_argument("--conf", metavar="FILE", required=True,
+                       help="kvcloud.conf with the providers, the key and retention")
+    prune.add_argument("-p", "--provider", action="append", default=[], metavar="NAME",
+                       help="a [provider NAME] or shorthand; default: every provider "
+                            "allowed to upload")
+    prune.add_argument("--dry-run", action="store_true",
+                       help="say what would be deleted, delete nothing")
+    prune.add_argument("--retention", metavar="POLICY",
+                       help="instead of retention in --conf, e.g. 'last=7 daily=7 weekly=4'")
+    prune.add_argument("--key-file", metavar="FILE", help="the backup key")
+    prune.add_argument("--parallelism", type=int, metavar="N", help="concurrent deletes")
+    prune.add_argument("--json", action="store_true", help="print the reports as JSON")
     return main
 
 
@@ -151,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
             return restore_command(args)
         if args.command == "verify":
             return verify_command(args)
-    except (UsageError, configuration.ConfigError, RepoError, TargetError, CatalogError) as exc:
+        if args.command == "prune":
+            return prune_command(args)
+    except (UsageError, configuration.ConfigError, RepoError, TargetError, CatalogError,
+            PruneError) as exc:
         print(f"kvrocks-cloud: {exc}", file=sys.stderr)
         return 2
     print(f"kvrocks-cloud: {args.command} is not available in this version", file=sys.stderr)
@@ -251,6 +269,50 @@ def verify_command(args: argparse.Namespace) -> int:
             for problem in problems:
                 print(f"  {problem}")
     return 0 if not any(report.values()) else 1
+
+
+def prune_command(args: argparse.Namespace) -> int:
+    if args.retention is not None:
+        try:
+            Policy.parse(args.retention)
+        except RetentionError as exc:
+            raise UsageError(f"--retention: {exc}") from None
+    config = configuration.load(args.conf).with_overrides(
+        encryption_key_file=args.key_file, parallelism=args.parallelism,
+        retention=args.retention)
+    policy = retention_policy(config)
+    providers = select_providers(config, list(args.provider), "upload")
+    reports, failed = [], False
+    for provider in providers:
+        status = JobStatus(new_job_id("prune"), "prune", [provider.name])
+        try:
+            report = prune_provider(config, provider, policy, args.dry_run, status,
+                                    threading.Event(), lambda p, prefix: open_store(p, prefix))
+        except (PruneError, RepoError, StorageError) as exc:
+            print(f"kvrocks-cloud: prune of provider {provider.name} failed: {exc}",
+                  file=sys.stderr)
+            failed = True
+            continue
+        reports.append(report)
+        if not args.json:
+            _print_prune(report)
+    if args.json:
+        print(json.dumps([report.to_json() for report in reports], indent=2))
+    return 1 if failed else 0
+
+
+def _print_prune(report: PruneReport) -> None:
+    print(f"provider {report.provider} (retention {report.policy})"
+          + (": dry run, nothing is deleted" if report.dry_run else ""))
+    for kept in report.kept:
+        print(f"  {'keep':<12}  {kept['backup_id']}  {kept['created']}  "
+              f"{', '.join(kept['reasons'])}")
+    verb = "would delete" if report.dry_run else "deleted"
+    for gone in report.deleted:
+        print(f"  {verb:<12}  {gone['backup_id']}  {gone['created']}")
+    for key in report.stale_locks_removed:
+        print(f"  {'stale lock':<12}  {key} {'would be ' if report.dry_run else ''}removed")
+    print(f"  {report.summary()}")
 
 
 def list_command(args: argparse.Namespace) -> int:

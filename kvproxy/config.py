@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kvproxy.repo.retention import Policy
+
 REDACTED = "***"
 
 
@@ -83,6 +85,12 @@ def _text(value: str) -> str:
     return value
 
 
+def _retention(value: str) -> str:
+    """Checked here so a bad policy is a config error; prune parses it again."""
+    Policy.parse(value)
+    return value
+
+
 @dataclass(frozen=True)
 class Key:
     parse: Callable[[str], Any]
@@ -116,7 +124,7 @@ MAIN_KEYS: dict[str, Key] = {
     "parallelism": Key(_positive_int, 8),
     "retries": Key(_positive_int, 5),
     "retry_delay": Key(_positive_float, 0.5),
-    "retention": Key(_text, "last=7"),
+    "retention": Key(_retention, "last=7"),
 }
 
 PROVIDER_TYPES = ("s3", "gcs", "azure", "file")

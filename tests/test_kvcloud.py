@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 
-from kvproxy.proxy.kvcloud import HELP, NOT_YET, STATUS_FIELDS
+from kvproxy.proxy.kvcloud import HELP, STATUS_FIELDS
 from tests.servers import Proxy, Upstream, raw_exchange
 
 CONF = """
@@ -83,13 +83,6 @@ def test_status_fields_in_resp2_and_resp3(kv: Proxy) -> None:
 def test_status_of_unknown_job(kv: Proxy) -> None:
     with pytest.raises(redis.ResponseError, match="no such job"):
         kv.client().execute_command("KVCLOUD", "STATUS", "nope")
-
-
-@pytest.mark.parametrize("sub", NOT_YET)
-def test_later_subcommands_say_not_available(kv: Proxy, sub: str) -> None:
-    with pytest.raises(redis.ResponseError) as caught:
-        kv.client().execute_command("KVCLOUD", sub)
-    assert str(caught.value) == f"KVCLOUD {sub} is not available in this version"
 
 
 def test_unknown_subcommand_lists_valid_ones(kv: Proxy) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from kvproxy.proxy.kvcloud import NOT_YET
 from tests.servers import Proxy, Upstream, cmd, raw_exchange
 
 
@@ -70,7 +69,3 @@ def test_cli_list(listed) -> None:  # type: ignore[no-untyped-def]
     table = cloud("list", "--conf", str(conf))
     assert table.stdout.splitlines()[0].split()[:3] == ["provider", "backup_id", "created"]
     assert len(table.stdout.splitlines()) == 3
-
-
-def test_list_is_no_longer_unavailable() -> None:
-    assert "LIST" not in NOT_YET

@@ -1,7 +1,8 @@
 """Put one pinned snapshot into one repository: the backup pipeline.
 
 chunk -> skip chunks the repository has -> seal (compress, encrypt) -> put,
-with ``parallelism`` workers, then the manifest, last. At most
+with ``parallelism`` workers, then the manifest, last, all under a backup
+lock (``kvproxy.repo.locks``) so a prune never deletes a chunk in use. At most
 ``parallelism + 1`` chunks are in memory at once, and a file is never read
 whole. Hashing, compression and encryption release the GIL, so the workers
 use both cores while the proxy's event loop keeps forwarding.
@@ -13,8 +14,10 @@ import hashlib
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
 from kvproxy.jobs.status import JobStatus
+from kvproxy.repo import locks
 from kvproxy.repo.manifest import ChunkRef, FileEntry, Manifest
 from kvproxy.repo.repository import Repository
 from kvproxy.upstream.keycount import as_record
@@ -93,12 +96,24 @@ class _Uploads:
 
 
 def upload_snapshot(repo: Repository, snapshot: Snapshot, parallelism: int,
-                    status: JobStatus, stop: threading.Event) -> str:
+                    status: JobStatus, stop: threading.Event, *,
+                    now: datetime | None = None) -> str:
     """Back ``snapshot`` up into ``repo``; returns the new backup id.
 
     Blocking: run it in a thread. Raises Stopped when ``stop`` is set, and
     the first storage error otherwise; either way no manifest exists.
+    Holds a backup lock from before the chunks are listed until the manifest
+    is written, waiting first while a prune runs (``repo.locks``). ``now``
+    is the backup's time (default: when the manifest is made).
     """
+    with locks.RepoLock(repo.store, locks.BACKUP, job=status.job_id) as lock:
+        if not locks.wait_for_prune(repo.store, lock, stop):
+            raise Stopped("cancelled")
+        return _upload(repo, snapshot, parallelism, status, stop, lock, now)
+
+
+def _upload(repo: Repository, snapshot: Snapshot, parallelism: int, status: JobStatus,
+            stop: threading.Event, lock: locks.RepoLock, now: datetime | None) -> str:
     known = set(repo.list_chunks())
     chunker = repo.chunker()
     uploads = _Uploads(repo, parallelism, status, stop)
@@ -129,7 +144,8 @@ def upload_snapshot(repo: Repository, snapshot: Snapshot, parallelism: int,
         source=snapshot.kind, server_version=snapshot.server_version,
         encrypted=repo.encrypted, compression=repo.compression, files=files,
         new_chunks=uploads.counters.new_chunks, stored_bytes=uploads.counters.stored_bytes,
-        sequence=snapshot.sequence, keys=as_record(snapshot.keys))
+        sequence=snapshot.sequence, keys=as_record(snapshot.keys), now=now)
     if stop.is_set():  # the last moment a cancel can still leave no backup
         raise Stopped("cancelled")
+    lock.check()  # every chunk this backup relies on was protected all along
     return repo.write_manifest(manifest)

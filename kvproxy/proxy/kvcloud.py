@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from kvproxy import config as configuration
 from kvproxy.config import Provider
 from kvproxy.jobs.catalog import CatalogError, list_backups
+from kvproxy.jobs.prune import PruneError, retention_policy, run_prune
 from kvproxy.jobs.registry import Busy
 from kvproxy.jobs.restore import run_restore
 from kvproxy.jobs.status import JobStatus
@@ -50,12 +51,11 @@ HELP = {
     "LIST": "LIST [provider] -- the backups in a provider, newest first",
     "VERIFY": "VERIFY [provider] [backup-id|LATEST|ALL] [WAIT] -- check every object of backups",
     "CANCEL": "CANCEL [job-id] -- stop the running job; replies its final STATUS",
-    "PRUNE": "PRUNE [provider] -- apply the retention policy and delete unreferenced chunks",
+    "PRUNE": "PRUNE [provider ...] [DRYRUN] [WAIT] -- apply the retention policy, then delete "
+             "unreferenced chunks",
     "HELP": "HELP -- this list",
 }
 
-#: Subcommands whose work arrives with the restore engine.
-NOT_YET = ("PRUNE",)
 #: Subcommands that read the bucket before they can answer.
 LATER = (b"LIST", b"CANCEL")
 
@@ -88,8 +88,6 @@ class KvCloud:
             if refusal is not None:
                 return refusal
         handler = getattr(self, f"_{sub.lower()}", None) if sub in HELP else None
-        if sub in NOT_YET:
-            return error(f"ERR KVCLOUD {sub} is not available in this version")
         if handler is None:
             return error(
                 f"ERR unknown KVCLOUD subcommand '{sub}'; valid subcommands: {', '.join(HELP)}"
@@ -209,6 +207,23 @@ class KvCloud:
             "verify", words, wait, "[provider] [backup-id|LATEST|ALL] [WAIT]",
             lambda provider, wanted: lambda status: run_verify(
                 config, provider, wanted, every, status, open_store))
+
+    def _prune(self, args: list[bytes]) -> Value | Awaitable[Value]:
+        """Providers allowed to upload: prune deletes from the bucket, as only a writer may."""
+        words = [arg.decode(errors="replace") for arg in args]
+        wait = any(word.upper() == "WAIT" for word in words)
+        dry_run = any(word.upper() == "DRYRUN" for word in words)
+        names = [word for word in words if word.upper() not in ("WAIT", "DRYRUN")]
+        config = self.proxy.config
+        try:
+            retention_policy(config)
+            providers = select_providers(config, names, "upload")
+            job = self.proxy.jobs.start("prune", [p.name for p in providers],
+                                        lambda status: run_prune(config, providers, dry_run,
+                                                                 status, open_store))
+        except (PruneError, TargetError, Busy) as exc:
+            return error(f"ERR {exc}")
+        return self._job_reply(job.job_id, wait)
 
     def _read_job(self, operation: str, words: list[str], wait: bool, usage: str,
                   work: Callable[[Provider, str], Callable[[JobStatus], Awaitable[None]]],

@@ -3,6 +3,7 @@
     repo.json                       the repository's settings (plain JSON)
     chunks/<id[0:2]>/<id>           one chunk object
     backups/<backup-id>.manifest    one manifest object: the commit of a backup
+    locks/<kind>-<token>.json       a running backup or prune (plain JSON; locks.py)
 
 The two-character fan-out keeps directory listings small on the local
 filesystem backend and spreads keys over S3 partitions.
@@ -17,6 +18,7 @@ from kvproxy.repo.manifest import BACKUP_ID, CHUNK_ID
 REPO_JSON = "repo.json"
 CHUNKS = "chunks"
 BACKUPS = "backups"
+LOCKS = "locks"
 MANIFEST_SUFFIX = ".manifest"
 
 

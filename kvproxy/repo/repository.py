@@ -189,6 +189,12 @@ class Repository:
         ids = (layout.chunk_id_of(key) for key in self.store.list(layout.CHUNKS))
         return [chunk_id for chunk_id in ids if chunk_id]
 
+    def chunk_sizes(self) -> dict[str, int | None]:
+        """Every chunk id in the bucket with its object size (None where unknown)."""
+        found = ((layout.chunk_id_of(key), size)
+                 for key, size in self.store.sizes(layout.CHUNKS).items())
+        return {chunk_id: size for chunk_id, size in found if chunk_id}
+
     def delete_chunk(self, chunk_id: str) -> None:
         """Prune only: delete a chunk no remaining manifest references."""
         self.store.delete(layout.chunk_key(chunk_id))

@@ -113,6 +113,9 @@ class RetryingStore(Store):
     def list(self, prefix: str) -> list[str]:
         return self._call("list", prefix, lambda: self.inner.list(prefix))
 
+    def sizes(self, prefix: str) -> dict[str, int | None]:
+        return self._call("list", prefix, lambda: self.inner.sizes(prefix))
+
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self.inner.delete(key))
 

@@ -2,7 +2,7 @@
 
 Every provider (S3, GCS, Azure, a local directory, fsspec's memory
 filesystem in unit tests) is an fsspec filesystem; a Store puts a root
-prefix in front of it and gives the rest of the code five operations with one
+prefix in front of it and gives the rest of the code a few operations with one
 not-found exception. Keys are '/'-separated paths relative to the root.
 
 Every other failure is a StorageError naming the provider and the key, of a
@@ -109,10 +109,18 @@ class Store:
     def list(self, prefix: str) -> list[str]:
         """Keys under ``prefix`` (a '/'-separated directory, recursively), sorted;
         empty if there are none."""
+        return sorted(self._find(prefix, detail=False))
+
+    def sizes(self, prefix: str) -> dict[str, int | None]:
+        """The keys of ``list(prefix)`` with their sizes in bytes (None where the
+        provider did not say), from the same single listing."""
+        return dict(sorted(self._find(prefix, detail=True).items()))
+
+    def _find(self, prefix: str, detail: bool) -> dict[str, int | None]:
         prefix = prefix.strip("/")
         base = self.path(prefix) if prefix else self.root
         try:
-            found = self.fs.find(base)
+            found = self.fs.find(base, detail=True) if detail else self.fs.find(base)
         except Exception as exc:  # noqa: BLE001
             error = self._error("list", prefix, exc)
             if not isinstance(error, NotFound):
@@ -121,14 +129,15 @@ class Store:
         if not found:
             self._check_bucket()  # Azure lists a missing container as empty
         root = _strip_protocol(self.fs, self.root)
-        keys = []
+        keys: dict[str, int | None] = {}
         for path in found:
             relative = posixpath.relpath(_strip_protocol(self.fs, path), root) if root else path
             if posixpath.basename(relative).startswith(".tmp-"):
                 continue
             if not prefix or relative == prefix or relative.startswith(prefix + "/"):
-                keys.append(relative)
-        return sorted(keys)
+                size = found[path].get("size") if detail else None
+                keys[relative] = size if isinstance(size, int) else None
+        return keys
 
     def delete(self, key: str) -> None:
         """Remove ``key``; a key that is not there is fine."""
