@@ -76,6 +76,33 @@ def test_a_non_empty_target_is_refused(backed_up) -> None:  # type: ignore[no-un
     assert (target / "keep-me").read_text() == "precious"
 
 
+def test_a_leftover_staging_directory_is_named_not_a_traceback(backed_up) -> None:  # type: ignore[no-untyped-def]
+    conf, _, tmp_path = backed_up
+    backup_id = json.loads(cloud("list", "--conf", str(conf), "--json").stdout)[0]["backup_id"]
+    # What a restore killed before it could clean up leaves behind.
+    leftover = tmp_path / f".restored.restoring-{backup_id}"
+    leftover.mkdir()
+    (leftover / "dump.rdb").write_bytes(b"half written")
+    result = cloud("restore", "--conf", str(conf), "--to", str(tmp_path / "restored"))
+    assert result.returncode == 1
+    assert f"{leftover} exists" in result.stderr and "interrupted" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "restored").exists()
+    assert (leftover / "dump.rdb").read_bytes() == b"half written"  # not ours to delete
+
+
+def test_a_target_that_cannot_be_made_is_named_not_a_traceback(backed_up) -> None:  # type: ignore[no-untyped-def]
+    conf, _, tmp_path = backed_up
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    for target in (blocker / "restored", blocker / "deeper" / "restored"):
+        result = cloud("restore", "--conf", str(conf), "--to", str(target))
+        assert result.returncode == 1
+        assert f"cannot restore into {target}" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert blocker.read_text() == "not a directory"
+
+
 @pytest.mark.parametrize("name", ["../x", "/etc/x", "a/../../x", "", "a//b", "./x"])
 def test_names_that_leave_the_target_are_refused(name: str) -> None:
     entry = FileEntry(name, 1, 0o600, "0" * 64)

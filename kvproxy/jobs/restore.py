@@ -75,7 +75,9 @@ def restore_backup(repo: Repository, backup_id: str, target: Path, parallelism: 
                    status: JobStatus, stop: threading.Event) -> Manifest:
     """Restore ``backup_id`` into ``target``, which must not exist or be empty.
 
-    Blocking: run it in a thread.
+    Blocking: run it in a thread. Every failure, the file system's included
+    (disk full, a path that cannot be made), is a RestoreError naming what
+    failed, and leaves neither ``target`` nor the staging directory behind.
     """
     manifest = repo.read_manifest(backup_id)
     placements = plan(manifest)
@@ -84,9 +86,7 @@ def restore_backup(repo: Repository, backup_id: str, target: Path, parallelism: 
         raise RestoreError(f"{target} is not empty: restore into a new directory")
     status.files = len(placements)
     status.bytes_total = sum(p.entry.size for p in placements)
-    staging = target.parent / f".{target.name}.restoring-{backup_id}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging.mkdir()
+    staging = _make_staging(target, backup_id)
     try:
         with ThreadPoolExecutor(parallelism, thread_name_prefix="kvcloud-get") as pool:
             for placement in placements:
@@ -96,10 +96,36 @@ def restore_backup(repo: Repository, backup_id: str, target: Path, parallelism: 
             target.rmdir()
         os.rename(staging, target)
         _fsync_directory(target.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise RestoreError(f"cannot restore into {target}: {_os_problem(exc)}") from None
         raise
     return manifest
+
+
+def _make_staging(target: Path, backup_id: str) -> Path:
+    """``.<target>.restoring-<backup-id>`` beside ``target``, new and empty."""
+    staging = target.parent / f".{target.name}.restoring-{backup_id}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except FileExistsError:
+        if not target.parent.is_dir():
+            raise RestoreError(f"cannot restore into {target}: {target.parent} is not a "
+                               "directory") from None
+        raise RestoreError(f"{staging} exists: another restore into {target} is running, "
+                           "or one was interrupted; if none is running, remove that "
+                           "directory and try again") from None
+    except OSError as exc:
+        raise RestoreError(f"cannot restore into {target}: {_os_problem(exc)}") from None
+    return staging
+
+
+def _os_problem(exc: OSError) -> str:
+    """An OSError as one line: what the system said, and about which file."""
+    what = exc.strerror or str(exc)
+    return f"{what}: {exc.filename}" if exc.filename else what
 
 
 def _write_file(repo: Repository, pool: ThreadPoolExecutor, window: int, placement: Placement,
