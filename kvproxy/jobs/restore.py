@@ -10,6 +10,7 @@ restore leaves no target at all.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import posixpath
 import shutil
@@ -136,7 +137,8 @@ def _write_file(repo: Repository, pool: ThreadPoolExecutor, window: int, placeme
     digest = hashlib.sha256()
     size = 0
     with open(path, "wb") as handle:
-        for data in _chunks_in_order(repo, pool, window, entry.chunks, stop):
+        for future in fetch_ahead(repo, pool, window, entry.chunks, stop):
+            data = future.result()
             digest.update(data)
             handle.write(data)
             size += len(data)
@@ -149,23 +151,25 @@ def _write_file(repo: Repository, pool: ThreadPoolExecutor, window: int, placeme
     os.chmod(path, entry.mode & 0o7777 or 0o600)
 
 
-def _chunks_in_order(repo: Repository, pool: ThreadPoolExecutor, window: int,
-                     refs: tuple[ChunkRef, ...], stop: threading.Event) -> Iterator[bytes]:
-    """Fetch up to ``window`` chunks ahead, hand them back in file order."""
+def fetch_ahead(repo: Repository, pool: ThreadPoolExecutor, window: int,
+                refs: tuple[ChunkRef, ...], stop: threading.Event) -> Iterator[Future[bytes]]:
+    """Each chunk's download, in file order, with up to ``window`` started ahead.
+
+    The caller takes each result before asking for the next, so at most
+    ``window + 1`` chunks are in memory however large the file: restore and
+    verify read the same way.
+    """
     pending: deque[Future[bytes]] = deque()
     upcoming = iter(refs)
-    for ref in upcoming:
+    for ref in itertools.islice(upcoming, window):
         pending.append(pool.submit(repo.get_chunk, ref.id))
-        if len(pending) >= window:
-            break
     while pending:
         if stop.is_set():
             raise Stopped("cancelled")
-        data = pending.popleft().result()
+        yield pending.popleft()
         following = next(upcoming, None)
         if following is not None:
             pending.append(pool.submit(repo.get_chunk, following.id))
-        yield data
 
 
 def _fsync_tree(root: Path) -> None:

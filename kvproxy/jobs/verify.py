@@ -1,7 +1,9 @@
 """Read a backup back and check everything, writing nothing: KVCLOUD VERIFY, kvrocks-cloud verify.
 
-The same read path as a restore (every chunk through the codec, every file
-against its SHA-256), so a backup that verifies is one that restores.
+The same read path as a restore (chunks fetched in file order a bounded
+window ahead, every chunk through the codec, every file against its
+SHA-256), so a backup that verifies is one that restores, and verifying a
+file of any size takes no more memory than restoring it.
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from kvproxy.config import Config, Provider
 from kvproxy.jobs.backup import StoreOpener, key_source, provider_store
 from kvproxy.jobs.registry import JobFailed
-from kvproxy.jobs.restore import RestoreError, resolve_backup_id
+from kvproxy.jobs.restore import RestoreError, fetch_ahead, resolve_backup_id
 from kvproxy.jobs.status import JobStatus
 from kvproxy.jobs.threads import run_stoppable
-from kvproxy.jobs.upload import Stopped
 from kvproxy.repo.errors import CorruptObject, RepoError
 from kvproxy.repo.repository import Repository
 from kvproxy.storage import StorageError
@@ -36,11 +37,8 @@ def verify_backup(repo: Repository, backup_id: str, parallelism: int, status: Jo
         for entry in manifest.files:
             digest = hashlib.sha256()
             size = 0
-            futures = [pool.submit(repo.get_chunk, ref.id) for ref in entry.chunks]
             damaged = False
-            for future in futures:
-                if stop.is_set():
-                    raise Stopped("cancelled")
+            for future in fetch_ahead(repo, pool, parallelism, entry.chunks, stop):
                 try:
                     data = future.result()
                 except CorruptObject as exc:
