@@ -195,13 +195,24 @@ def resolve_backup_id(repo: Repository, wanted: str, provider: str) -> str:
     return backups[-1]
 
 
+def open_for_reading(config: Config, provider: Provider, open_store: StoreOpener) -> Repository:
+    """The provider's repository as restore and verify read it (proxy and CLI alike).
+
+    Retries as configured, one real request first (a missing bucket or a
+    refused credential fails here), any cipher the repository was made with,
+    and messages that name objects as ``<key> in <provider>:<prefix>``.
+    """
+    store = provider_store(config, provider, open_store)
+    return Repository.open(store, key_source(config), label=config["prefix"] or None,
+                           allow_unencrypted=True)
+
+
 async def run_restore(config: Config, provider: Provider, wanted: str, target: Path | None,
                       status: JobStatus, open_store: StoreOpener) -> None:
     """KVCLOUD RESTORE's job: into ``target``, or ``restore_dir``/<backup-id>."""
 
     def work(stop: threading.Event) -> None:
-        store = provider_store(config, provider, open_store)
-        repo = Repository.open(store, key_source(config), allow_unencrypted=True)
+        repo = open_for_reading(config, provider, open_store)
         backup_id = resolve_backup_id(repo, wanted, provider.name)
         status.backup_id = backup_id
         where = (target or Path(config["restore_dir"]) / backup_id).resolve()

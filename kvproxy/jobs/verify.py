@@ -13,9 +13,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from kvproxy.config import Config, Provider
-from kvproxy.jobs.backup import StoreOpener, key_source, provider_store
+from kvproxy.jobs.backup import StoreOpener
 from kvproxy.jobs.registry import JobFailed
-from kvproxy.jobs.restore import RestoreError, fetch_ahead, resolve_backup_id
+from kvproxy.jobs.restore import RestoreError, fetch_ahead, open_for_reading, resolve_backup_id
 from kvproxy.jobs.status import JobStatus
 from kvproxy.jobs.threads import run_stoppable
 from kvproxy.repo.errors import CorruptObject, RepoError
@@ -58,8 +58,7 @@ async def run_verify(config: Config, provider: Provider, wanted: str, every: boo
     """KVCLOUD VERIFY's job: fails, listing every problem, unless all is sound."""
 
     def work(stop: threading.Event) -> list[str]:
-        store = provider_store(config, provider, open_store)
-        repo = Repository.open(store, key_source(config), allow_unencrypted=True)
+        repo = open_for_reading(config, provider, open_store)
         ids = repo.list_backups() if every else [resolve_backup_id(repo, wanted, provider.name)]
         status.backup_id = ", ".join(ids)
         return [f"{backup_id}: {problem}" for backup_id in ids
