@@ -136,3 +136,21 @@ def test_cli_round_trip_of_a_checkpoint_directory_through_s3(moto_s3: Emulator, 
     for name, (data, mode) in files.items():
         assert (db / name).read_bytes() == data, name
         assert (db / name).stat().st_mode & 0o7777 == mode, name
+
+
+def test_restore_from_s3_reads_each_object_with_one_get(moto_s3: Emulator, key: Path,
+                                                       tmp_path: Path) -> None:
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "CURRENT").write_bytes(b"MANIFEST-000001\n")
+    (checkpoint / "000001.sst").write_bytes(os.urandom(6 << 20))
+    bucket = moto_s3.make_bucket()
+    _cli_backup(moto_s3, bucket, key, checkpoint)
+    chunks = f"/{bucket}/prod-1/chunks/"
+    stored = moto_s3.client().list_objects_v2(Bucket=bucket, Prefix="prod-1/chunks/")
+    before = len(moto_s3.log())
+    _cli_restore(moto_s3, bucket, key, tmp_path, tmp_path / "restored")
+    requests = [line for line in moto_s3.log()[before:].splitlines() if chunks in line]
+    # No HEAD before each GET (s3fs' check for objects worth splitting into ranges).
+    assert not [line for line in requests if "HEAD " in line], requests[:3]
+    assert len([line for line in requests if "GET " in line]) == stored["KeyCount"] >= 3
