@@ -1,8 +1,9 @@
-"""Restore and verify read a file of any size with a bounded number of chunks in memory.
+"""Restore's and verify's read path: bounded memory, and a file checked as a whole.
 
-A unit test of the read path on fsspec's memory filesystem (nothing here claims to
-talk to a cloud): a file of many small chunks, and a repository whose ``get_chunk``
-records how far the downloads ran ahead of what the caller had already consumed.
+Unit tests on fsspec's memory filesystem (nothing here claims to talk to a cloud):
+a file of many small chunks, a repository whose ``get_chunk`` records how far the
+downloads ran ahead of what the caller had already consumed, and a manifest whose
+file hash does not match its (sound) chunks.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kvproxy.jobs.restore import restore_backup
+from kvproxy.jobs.restore import RestoreError, restore_backup
 from kvproxy.jobs.status import JobStatus
 from kvproxy.jobs.verify import verify_backup
 from kvproxy.repo.manifest import ChunkRef, FileEntry, Manifest
@@ -27,7 +28,8 @@ CHUNKS = 200
 PARALLELISM = 4
 
 
-def backup_of_many_chunks(repo: Repository) -> tuple[str, bytes]:
+def backup_of_many_chunks(repo: Repository, sha256: str | None = None) -> tuple[str, bytes]:
+    """One file of CHUNKS chunks; ``sha256`` replaces its true hash in the manifest."""
     data = os.urandom(CHUNK * CHUNKS)
     refs = []
     for offset in range(0, len(data), CHUNK):
@@ -35,7 +37,7 @@ def backup_of_many_chunks(repo: Repository) -> tuple[str, bytes]:
         chunk_id = repo.chunk_id(piece)
         repo.put_chunk(chunk_id, piece)
         refs.append(ChunkRef(chunk_id, len(piece)))
-    entry = FileEntry("dump.rdb", len(data), 0o600, hashlib.sha256(data).hexdigest(),
+    entry = FileEntry("dump.rdb", len(data), 0o600, sha256 or hashlib.sha256(data).hexdigest(),
                       tuple(refs))
     manifest = Manifest.new(source="redis-rdb", server_version="7.0", encrypted=False,
                             compression="none", files=[entry], new_chunks=CHUNKS,
@@ -75,3 +77,17 @@ def test_downloads_stay_a_bounded_window_ahead(store: Store, tmp_path: Path,
         assert verify_backup(repo, backup_id, PARALLELISM, status, stop) == []
     assert len(ahead) == CHUNKS and status.bytes_done == len(data)
     assert max(ahead) <= PARALLELISM + 1, max(ahead)
+
+
+def test_a_file_whose_chunks_are_sound_but_not_the_manifests_is_refused(store: Store,
+                                                                        tmp_path: Path) -> None:
+    repo = Repository.create(store, "window", "none", "none")
+    backup_id, _ = backup_of_many_chunks(repo, sha256="0" * 64)
+    status = JobStatus("job", "restore", ["memory"])
+    with pytest.raises(RestoreError, match="dump.rdb: restored content does not match"):
+        restore_backup(repo, backup_id, tmp_path / "restored", PARALLELISM, status,
+                       threading.Event())
+    assert list(tmp_path.iterdir()) == []  # no target, no staging directory
+    problems = verify_backup(repo, backup_id, PARALLELISM, JobStatus("job", "verify", []),
+                             threading.Event())
+    assert problems == ["dump.rdb: content does not match the manifest"]

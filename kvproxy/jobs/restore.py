@@ -1,34 +1,29 @@
 """Restore a backup into a fresh directory, never touching anything that exists.
 
 Everything is written into a staging directory beside the target: each file
-from its chunks (every chunk checked by the codec, every file by its
-SHA-256), fsynced; Kvrocks' ``CURRENT`` last. Only when all of it is verified
+from its chunks (``assemble``: every chunk checked by the codec, every file
+by its SHA-256, fsynced); Kvrocks' ``CURRENT`` last. Only when all of it is verified
 is the staging directory renamed into place, so a failed or cancelled
 restore leaves no target at all.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import os
 import posixpath
 import shutil
 import threading
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from kvproxy.config import Config, Provider
+from kvproxy.jobs.assemble import Mismatch, assemble
 from kvproxy.jobs.backup import StoreOpener, key_source, provider_store
 from kvproxy.jobs.registry import JobFailed
 from kvproxy.jobs.status import JobStatus
 from kvproxy.jobs.threads import run_stoppable
-from kvproxy.jobs.upload import Stopped
 from kvproxy.repo.errors import RepoError
-from kvproxy.repo.manifest import ChunkRef, FileEntry, Manifest
+from kvproxy.repo.manifest import FileEntry, Manifest
 from kvproxy.repo.repository import Repository
 from kvproxy.storage import StorageError
 from kvproxy.upstream.snapshot import KVROCKS_CHECKPOINT, REDIS_RDB
@@ -89,9 +84,8 @@ def restore_backup(repo: Repository, backup_id: str, target: Path, parallelism: 
     status.bytes_total = sum(p.entry.size for p in placements)
     staging = _make_staging(target, backup_id)
     try:
-        with ThreadPoolExecutor(parallelism, thread_name_prefix="kvcloud-get") as pool:
-            for placement in placements:
-                _write_file(repo, pool, parallelism, placement, staging, status, stop)
+        assemble([(p.entry, staging / p.relative) for p in placements], repo, parallelism,
+                 status, stop)
         _fsync_tree(staging)
         if target.exists():
             target.rmdir()
@@ -99,6 +93,8 @@ def restore_backup(repo: Repository, backup_id: str, target: Path, parallelism: 
         _fsync_directory(target.parent)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, Mismatch):
+            raise RestoreError(str(exc)) from None
         if isinstance(exc, OSError):
             raise RestoreError(f"cannot restore into {target}: {_os_problem(exc)}") from None
         raise
@@ -129,50 +125,8 @@ def _os_problem(exc: OSError) -> str:
     return f"{what}: {exc.filename}" if exc.filename else what
 
 
-def _write_file(repo: Repository, pool: ThreadPoolExecutor, window: int, placement: Placement,
-                staging: Path, status: JobStatus, stop: threading.Event) -> None:
-    entry = placement.entry
-    path = staging / placement.relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "wb") as handle:
-        for future in fetch_ahead(repo, pool, window, entry.chunks, stop):
-            data = future.result()
-            digest.update(data)
-            handle.write(data)
-            size += len(data)
-            status.bytes_done += len(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if size != entry.size or digest.hexdigest() != entry.sha256:
-        raise RestoreError(f"{entry.name}: restored content does not match the manifest "
-                           "(size or SHA-256): the backup is damaged")
-    os.chmod(path, entry.mode & 0o7777 or 0o600)
-
-
-def fetch_ahead(repo: Repository, pool: ThreadPoolExecutor, window: int,
-                refs: tuple[ChunkRef, ...], stop: threading.Event) -> Iterator[Future[bytes]]:
-    """Each chunk's download, in file order, with up to ``window`` started ahead.
-
-    The caller takes each result before asking for the next, so at most
-    ``window + 1`` chunks are in memory however large the file: restore and
-    verify read the same way.
-    """
-    pending: deque[Future[bytes]] = deque()
-    upcoming = iter(refs)
-    for ref in itertools.islice(upcoming, window):
-        pending.append(pool.submit(repo.get_chunk, ref.id))
-    while pending:
-        if stop.is_set():
-            raise Stopped("cancelled")
-        yield pending.popleft()
-        following = next(upcoming, None)
-        if following is not None:
-            pending.append(pool.submit(repo.get_chunk, following.id))
-
-
 def _fsync_tree(root: Path) -> None:
+    """Every directory (the files were fsynced as they were finished)."""
     for directory, _, _ in os.walk(root):
         _fsync_directory(Path(directory))
 

@@ -13,9 +13,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from kvproxy.config import Config, Provider
+from kvproxy.jobs.assemble import fetch_ahead
 from kvproxy.jobs.backup import StoreOpener
 from kvproxy.jobs.registry import JobFailed
-from kvproxy.jobs.restore import RestoreError, fetch_ahead, open_for_reading, resolve_backup_id
+from kvproxy.jobs.restore import RestoreError, open_for_reading, resolve_backup_id
 from kvproxy.jobs.status import JobStatus
 from kvproxy.jobs.threads import run_stoppable
 from kvproxy.repo.errors import CorruptObject, RepoError
