@@ -27,6 +27,7 @@ from io import BufferedWriter
 from pathlib import Path
 from typing import Protocol
 
+from kvproxy.jobs.heap import limit_arenas
 from kvproxy.jobs.status import JobStatus
 from kvproxy.jobs.upload import Stopped
 from kvproxy.repo.manifest import ChunkRef, FileEntry
@@ -107,6 +108,7 @@ def assemble(entries: list[tuple[FileEntry, Path]], repo: ChunkSource, paralleli
              status: JobStatus, stop: threading.Event) -> None:
     """Write each entry's file at its path from its chunks, every file checked and
     fsynced; Mismatch names a file whose content is not the manifest's."""
+    limit_arenas()
     disk = _Disk()
     try:
         with ThreadPoolExecutor(parallelism, thread_name_prefix="kvcloud-get") as pool:
