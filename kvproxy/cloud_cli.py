@@ -15,12 +15,13 @@ from kvproxy import __version__, logs
 from kvproxy import config as configuration
 from kvproxy.cloud_progress import watch
 from kvproxy.config import Config, Provider
-from kvproxy.jobs.backup import key_source, run_backup
+from kvproxy.jobs.backup import run_backup
 from kvproxy.jobs.catalog import CatalogError, list_backups
 from kvproxy.jobs.prune import PruneError, PruneReport, prune_provider, retention_policy
 from kvproxy.jobs.registry import JobFailed
 from kvproxy.jobs.restore import (
     RestoreError,
+    open_for_reading,
     resolve_backup_id,
     restore_backup,
     start_command,
@@ -30,11 +31,9 @@ from kvproxy.jobs.targets import TargetError, select_providers
 from kvproxy.jobs.verify import verify_backup
 from kvproxy.repo.errors import RepoError
 from kvproxy.repo.keys import keygen
-from kvproxy.repo.repository import Repository
 from kvproxy.repo.retention import Policy, RetentionError
 from kvproxy.storage import StorageError, Store
-from kvproxy.storage.providers import Credentials, check, open_store
-from kvproxy.storage.retry import RetryingStore
+from kvproxy.storage.providers import Credentials, open_store
 from kvproxy.upstream.control import Control, ControlError
 from kvproxy.upstream.snapshot import Snapshot, directory_snapshot, take_snapshot
 
@@ -217,16 +216,8 @@ def restore_command(args: argparse.Namespace) -> int:
     status = JobStatus(new_job_id("restore"), "restore", [provider.name])
     target = Path(args.to)
     try:
-        store = open_store(provider, config["prefix"])
-        check(store)
-        repo = Repository.open(RetryingStore(store), key_source(config),
-                               allow_unencrypted=True)
-        backup_id = args.backup_id
-        if backup_id.upper() == "LATEST":
-            backups = repo.list_backups()
-            if not backups:
-                raise RestoreError(f"provider {provider.name} holds no backup")
-            backup_id = backups[-1]
+        repo = open_for_reading(config, provider, _plain_opener)
+        backup_id = resolve_backup_id(repo, args.backup_id, provider.name)
         status.backup_id = backup_id
         manifest = restore_backup(repo, backup_id, target, int(config["parallelism"]), status,
                                   threading.Event())
@@ -250,10 +241,7 @@ def verify_command(args: argparse.Namespace) -> int:
     provider = select_providers(config, [args.provider] if args.provider else [], "restore")[0]
     status = JobStatus(new_job_id("verify"), "verify", [provider.name])
     try:
-        store = open_store(provider, config["prefix"])
-        check(store)
-        repo = Repository.open(RetryingStore(store), key_source(config),
-                               allow_unencrypted=True)
+        repo = open_for_reading(config, provider, _plain_opener)
         ids = (repo.list_backups() if args.all
                else [resolve_backup_id(repo, args.backup_id, provider.name)])
         report = {backup_id: verify_backup(repo, backup_id, int(config["parallelism"]),
@@ -318,7 +306,7 @@ def _print_prune(report: PruneReport) -> None:
 def list_command(args: argparse.Namespace) -> int:
     config = configuration.load(args.conf).with_overrides(encryption_key_file=args.key_file)
     providers = select_providers(config, list(args.provider), "restore")
-    rows = list_backups(config, providers, lambda p, prefix: open_store(p, prefix))
+    rows = list_backups(config, providers, _plain_opener)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -329,6 +317,11 @@ def list_command(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
     return 0
+
+
+def _plain_opener(provider: Provider, prefix: str) -> Store:
+    """list, restore, verify: credentials from kvcloud.conf and the environment only."""
+    return open_store(provider, prefix)
 
 
 def _config(args: argparse.Namespace) -> Config:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -81,6 +82,15 @@ def pair_proxy(make_upstream: Callable[..., Upstream],
                make_proxy: Callable[..., Proxy]) -> Proxy:
     """A fresh redis-server with a fresh proxy in front, for tests that stop either."""
     return make_proxy(make_upstream().port)
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> Path:
+    """A new random raw backup key (32 bytes), as ``kvrocks-cloud keygen`` writes one."""
+    path = tmp_path / "backup.key"
+    path.write_bytes(os.urandom(32))
+    path.chmod(0o600)
+    return path
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ with ``make_bucket`` are created again, empty). ``FakeGcs(dir, persistent=True)`
 and ``Azurite(dir, persistent=True)``, started and stopped by the test itself,
 keep their data on disk across a restart.
 
+``emulator`` runs a test once with each of the three.
+
 Also here: ``moto_s3_auth`` (moto checking signatures, for wrong-credential
 tests) and ``no_cloud_credentials`` (a process environment and HOME in which
 the SDKs find no credentials at all).
@@ -45,6 +47,9 @@ from typing import Any
 import pytest
 
 from kvproxy import config
+from kvproxy.repo.keys import KeySource
+from kvproxy.repo.repository import Repository
+from kvproxy.storage.providers import open_store
 from tests.servers import free_port, terminate, wait_for_port
 
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
@@ -328,6 +333,19 @@ class Azurite(Emulator):
         return values
 
 
+def kvcloud_conf(emulator: Emulator, bucket: str, key: Path, main: str = "") -> str:
+    """A kvcloud.conf backing up to ``bucket`` as provider ``cloud``, prefix ``prod-1``,
+    encrypted with the key file ``key``; ``main`` adds lines to ``[kvcloud]``."""
+    return (f"[kvcloud]\nprefix = prod-1\nencryption_key_file = {key}\n{main}"
+            + emulator.section("cloud", bucket))
+
+
+def repository(emulator: Emulator, bucket: str, key: Path) -> Repository:
+    """The repository ``kvcloud_conf`` writes to, opened as a reader would."""
+    store = open_store(emulator.provider("cloud", bucket=bucket), "prod-1")
+    return Repository.open(store, KeySource(str(key)))
+
+
 _running: dict[str, Emulator] = {}
 
 
@@ -389,6 +407,20 @@ def azurite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     server: Azurite = _shared(request, "azurite",
                               lambda: Azurite(tmp_path_factory.mktemp("azurite")))
     return server
+
+
+#: The fixtures of the three clouds, for ``emulator``'s parameters.
+EMULATORS = ["moto_s3", "fake_gcs", "azurite"]
+
+
+@pytest.fixture(params=EMULATORS)
+def emulator(request: pytest.FixtureRequest) -> Emulator:
+    """Each cloud in turn (a test module using it imports every fixture of EMULATORS and
+    ``no_cloud_credentials``). fake-gcs-server takes anonymous access, so no credentials
+    of the machine may be found instead."""
+    if request.param == "fake_gcs":
+        request.getfixturevalue("no_cloud_credentials")
+    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
 
 
 @pytest.fixture

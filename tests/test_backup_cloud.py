@@ -11,40 +11,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from kvproxy.repo.keys import KeySource
 from kvproxy.repo.repository import Repository
-from kvproxy.storage.providers import open_store
-from tests.emulators import Emulator, azurite, fake_gcs, moto_s3, no_cloud_credentials  # noqa: F401
+from tests.emulators import (  # noqa: F401
+    Emulator,
+    azurite,
+    emulator,
+    fake_gcs,
+    moto_s3,
+    no_cloud_credentials,
+    repository,
+)
+from tests.emulators import kvcloud_conf as conf
 from tests.servers import Proxy, Upstream
 
 MARKER = b"kvrocks-plaintext-marker-91c2"
-EMULATORS = ["moto_s3", "fake_gcs", "azurite"]
-
-
-@pytest.fixture(params=EMULATORS)
-def emulator(request: pytest.FixtureRequest) -> Emulator:
-    if request.param == "fake_gcs":
-        request.getfixturevalue("no_cloud_credentials")
-    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def key(tmp_path: Path) -> Path:
-    path = tmp_path / "backup.key"
-    path.write_bytes(os.urandom(32))
-    return path
-
-
-def conf(emulator: Emulator, bucket: str, key: Path) -> str:
-    return (f"[kvcloud]\nprefix = prod-1\nencryption_key_file = {key}\n"
-            + emulator.section("cloud", bucket))
-
-
-def repository(emulator: Emulator, bucket: str, key: Path) -> Repository:
-    store = open_store(emulator.provider("cloud", bucket=bucket), "prod-1")
-    return Repository.open(store, KeySource(str(key)))
 
 
 def assert_restorable_and_sealed(repo: Repository, originals: dict[str, bytes]) -> None:

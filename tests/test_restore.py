@@ -3,52 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
 from kvproxy.jobs.restore import RestoreError, plan
 from kvproxy.repo.manifest import FileEntry, Manifest
+from tests.dataset import (
+    assert_same_data,
+    change,
+    cloud,
+    contents,
+    fields,
+    fill,
+    restored_contents,
+)
 from tests.servers import Upstream
-
-
-def cloud(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kvproxy.cloud_cli", *args], text=True,
-                          capture_output=True, timeout=300)
-
-
-READERS: dict[bytes, Any] = {
-    b"string": lambda client, key: client.get(key),
-    b"hash": lambda client, key: client.hgetall(key),
-    b"list": lambda client, key: client.lrange(key, 0, -1),
-    b"set": lambda client, key: client.smembers(key),
-    b"zset": lambda client, key: client.zrange(key, 0, -1, withscores=True),
-}
-
-
-def contents(client: redis.Redis) -> dict[bytes, Any]:
-    """Every key by type and value, with its remaining TTL in ms (-1: none)."""
-    out: dict[bytes, Any] = {}
-    for key in client.scan_iter(count=1000):
-        kind = client.type(key)
-        out[key] = (kind, READERS[kind](client, key), client.pttl(key))
-    return out
-
-
-def fill(client: redis.Redis) -> None:
-    client.set("str", "plain")
-    client.set(b"bin\x00\r\nkey", b"\xff\x00value\r\n")
-    client.hset("hash", mapping={"a": "1", "b": "2"})
-    client.rpush("list", "x", "y", "z")
-    client.sadd("set", "m1", "m2")
-    client.zadd("zset", {"low": 1.5, "high": 99})
-    client.set("ttl", "expires", ex=3600)
-    client.mset({f"bulk:{i}": os.urandom(1000) for i in range(3000)})  # several chunks
 
 
 @pytest.fixture
@@ -64,8 +35,7 @@ def backed_up(make_upstream, tmp_path: Path):  # type: ignore[no-untyped-def]
                     f"[provider local]\ntype = file\npath = {tmp_path / 'bucket'}\n")
     backup = cloud("backup", "--conf", str(conf), "--upstream", f"127.0.0.1:{server.port}")
     assert backup.returncode == 0, backup.stderr
-    client.set("str", "changed after the backup")
-    client.delete("hash")
+    change(client)
     return conf, before, tmp_path
 
 
@@ -79,18 +49,7 @@ def test_round_trip_restores_the_data_as_of_the_backup(backed_up) -> None:  # ty
     assert reply["start_command"] == f"redis-server --dir {target} --dbfilename dump.rdb"
     assert not list(tmp_path.glob(".restored.restoring-*"))
 
-    restored = Upstream(target).start()  # redis-server --dir target loads dump.rdb
-    try:
-        after = contents(restored.client())
-    finally:
-        restored.stop()
-    assert set(after) == set(before)
-    for key, (kind, value, ttl) in before.items():
-        assert after[key][:2] == (kind, value), key
-        if ttl >= 0:
-            assert abs(after[key][2] - ttl) < 60_000, key
-        else:
-            assert after[key][2] == -1, key
+    assert_same_data(before, restored_contents(target))  # redis-server --dir target
 
 
 def test_damage_is_caught_and_nothing_is_left(backed_up) -> None:  # type: ignore[no-untyped-def]
@@ -117,6 +76,33 @@ def test_a_non_empty_target_is_refused(backed_up) -> None:  # type: ignore[no-un
     assert (target / "keep-me").read_text() == "precious"
 
 
+def test_a_leftover_staging_directory_is_named_not_a_traceback(backed_up) -> None:  # type: ignore[no-untyped-def]
+    conf, _, tmp_path = backed_up
+    backup_id = json.loads(cloud("list", "--conf", str(conf), "--json").stdout)[0]["backup_id"]
+    # What a restore killed before it could clean up leaves behind.
+    leftover = tmp_path / f".restored.restoring-{backup_id}"
+    leftover.mkdir()
+    (leftover / "dump.rdb").write_bytes(b"half written")
+    result = cloud("restore", "--conf", str(conf), "--to", str(tmp_path / "restored"))
+    assert result.returncode == 1
+    assert f"{leftover} exists" in result.stderr and "interrupted" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "restored").exists()
+    assert (leftover / "dump.rdb").read_bytes() == b"half written"  # not ours to delete
+
+
+def test_a_target_that_cannot_be_made_is_named_not_a_traceback(backed_up) -> None:  # type: ignore[no-untyped-def]
+    conf, _, tmp_path = backed_up
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    for target in (blocker / "restored", blocker / "deeper" / "restored"):
+        result = cloud("restore", "--conf", str(conf), "--to", str(target))
+        assert result.returncode == 1
+        assert f"cannot restore into {target}" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert blocker.read_text() == "not a directory"
+
+
 @pytest.mark.parametrize("name", ["../x", "/etc/x", "a/../../x", "", "a//b", "./x"])
 def test_names_that_leave_the_target_are_refused(name: str) -> None:
     entry = FileEntry(name, 1, 0o600, "0" * 64)
@@ -137,22 +123,17 @@ def test_kvcloud_restore_into_a_directory(make_upstream, make_proxy, tmp_path: P
                        f"[provider local]\ntype = file\npath = {tmp_path / 'bucket'}\n")
     admin = proxy.client()
     assert admin.execute_command("KVCLOUD", "UPLOAD", "WAIT")[1] == b"succeeded"
-    final = admin.execute_command("KVCLOUD", "RESTORE", "local", "LATEST", "WAIT")
-    fields = dict(zip(final[0::2], final[1::2], strict=True))
-    assert fields[b"state"] == b"succeeded", fields
-    backup_id = fields[b"backup_id"].decode()
+    final = fields(admin.execute_command("KVCLOUD", "RESTORE", "local", "LATEST", "WAIT"))
+    assert final[b"state"] == b"succeeded", final
+    backup_id = final[b"backup_id"].decode()
     target = tmp_path / "restores" / backup_id
     assert f"restored into {target}; start the server with: redis-server --dir {target}" \
-        in fields[b"results"].decode()
-    restored = Upstream(target).start()
-    try:
-        assert set(contents(restored.client())) == set(before)
-    finally:
-        restored.stop()
+        in final[b"results"].decode()
+    assert_same_data(before, restored_contents(target))
     # The same target again is refused: nothing that exists is overwritten.
-    again = admin.execute_command("KVCLOUD", "RESTORE", backup_id, "TO", str(target), "WAIT")
-    again_fields = dict(zip(again[0::2], again[1::2], strict=True))
-    assert again_fields[b"state"] == b"failed" and b"not empty" in again_fields[b"error"]
+    again = fields(admin.execute_command("KVCLOUD", "RESTORE", backup_id, "TO", str(target),
+                                         "WAIT"))
+    assert again[b"state"] == b"failed" and b"not empty" in again[b"error"]
     with pytest.raises(redis.ResponseError, match="SWAP needs managed = yes"):
         admin.execute_command("KVCLOUD", "RESTORE", "local", backup_id, "SWAP")
 
@@ -194,10 +175,9 @@ def test_kvcloud_verify_sound_then_damaged(make_upstream, make_proxy, tmp_path: 
     admin = proxy.client()
     assert admin.execute_command("KVCLOUD", "UPLOAD", "WAIT")[1] == b"succeeded"
     sound = admin.execute_command("KVCLOUD", "VERIFY", "WAIT")
-    assert dict(zip(sound[0::2], sound[1::2], strict=True))[b"results"] == b"local: sound"
+    assert fields(sound)[b"results"] == b"local: sound"
     chunk = next(p for p in (tmp_path / "bucket").rglob("*") if p.parent.parent.name == "chunks")
     chunk.unlink()
-    damaged = admin.execute_command("KVCLOUD", "VERIFY", "local", "ALL", "WAIT")
-    fields = dict(zip(damaged[0::2], damaged[1::2], strict=True))
-    assert fields[b"state"] == b"failed"
-    assert chunk.name.encode() in fields[b"error"] and b"missing" in fields[b"error"]
+    damaged = fields(admin.execute_command("KVCLOUD", "VERIFY", "local", "ALL", "WAIT"))
+    assert damaged[b"state"] == b"failed"
+    assert chunk.name.encode() in damaged[b"error"] and b"missing" in damaged[b"error"]

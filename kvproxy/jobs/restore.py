@@ -1,33 +1,31 @@
 """Restore a backup into a fresh directory, never touching anything that exists.
 
 Everything is written into a staging directory beside the target: each file
-from its chunks (every chunk checked by the codec, every file by its
-SHA-256), fsynced; Kvrocks' ``CURRENT`` last. Only when all of it is verified
+from its chunks (``assemble``: every chunk checked by the codec, every file
+by its SHA-256, fsynced); Kvrocks' ``CURRENT`` last. Only when all of it is verified
 is the staging directory renamed into place, so a failed or cancelled
 restore leaves no target at all.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import shutil
 import threading
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from kvproxy.config import Config, Provider
+from kvproxy.jobs.assemble import Mismatch, assemble
 from kvproxy.jobs.backup import StoreOpener, key_source, provider_store
 from kvproxy.jobs.registry import JobFailed
 from kvproxy.jobs.status import JobStatus
 from kvproxy.jobs.threads import run_stoppable
 from kvproxy.jobs.upload import Stopped
 from kvproxy.repo.errors import RepoError
-from kvproxy.repo.manifest import ChunkRef, FileEntry, Manifest
+from kvproxy.repo.manifest import FileEntry, Manifest
 from kvproxy.repo.repository import Repository
 from kvproxy.storage import StorageError
 from kvproxy.upstream.snapshot import KVROCKS_CHECKPOINT, REDIS_RDB
@@ -75,7 +73,9 @@ def restore_backup(repo: Repository, backup_id: str, target: Path, parallelism: 
                    status: JobStatus, stop: threading.Event) -> Manifest:
     """Restore ``backup_id`` into ``target``, which must not exist or be empty.
 
-    Blocking: run it in a thread.
+    Blocking: run it in a thread. Every failure, the file system's included
+    (disk full, a path that cannot be made), is a RestoreError naming what
+    failed, and leaves neither ``target`` nor the staging directory behind.
     """
     manifest = repo.read_manifest(backup_id)
     placements = plan(manifest)
@@ -84,13 +84,10 @@ def restore_backup(repo: Repository, backup_id: str, target: Path, parallelism: 
         raise RestoreError(f"{target} is not empty: restore into a new directory")
     status.files = len(placements)
     status.bytes_total = sum(p.entry.size for p in placements)
-    staging = target.parent / f".{target.name}.restoring-{backup_id}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging.mkdir()
+    staging = _make_staging(target, backup_id)
     try:
-        with ThreadPoolExecutor(parallelism, thread_name_prefix="kvcloud-get") as pool:
-            for placement in placements:
-                _write_file(repo, pool, parallelism, placement, staging, status, stop)
+        assemble([(p.entry, staging / p.relative) for p in placements], repo, parallelism,
+                 status, stop)
         _fsync_tree(staging)
         if stop.is_set():  # the last moment a cancel can still leave nothing behind
             raise Stopped("cancelled")
@@ -98,53 +95,42 @@ def restore_backup(repo: Repository, backup_id: str, target: Path, parallelism: 
             target.rmdir()
         os.rename(staging, target)
         _fsync_directory(target.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, Mismatch):
+            raise RestoreError(str(exc)) from None
+        if isinstance(exc, OSError):
+            raise RestoreError(f"cannot restore into {target}: {_os_problem(exc)}") from None
         raise
     return manifest
 
 
-def _write_file(repo: Repository, pool: ThreadPoolExecutor, window: int, placement: Placement,
-                staging: Path, status: JobStatus, stop: threading.Event) -> None:
-    entry = placement.entry
-    path = staging / placement.relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "wb") as handle:
-        for data in _chunks_in_order(repo, pool, window, entry.chunks, stop):
-            digest.update(data)
-            handle.write(data)
-            size += len(data)
-            status.bytes_done += len(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if size != entry.size or digest.hexdigest() != entry.sha256:
-        raise RestoreError(f"{entry.name}: restored content does not match the manifest "
-                           "(size or SHA-256): the backup is damaged")
-    os.chmod(path, entry.mode & 0o7777 or 0o600)
+def _make_staging(target: Path, backup_id: str) -> Path:
+    """``.<target>.restoring-<backup-id>`` beside ``target``, new and empty."""
+    staging = target.parent / f".{target.name}.restoring-{backup_id}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except FileExistsError:
+        if not target.parent.is_dir():
+            raise RestoreError(f"cannot restore into {target}: {target.parent} is not a "
+                               "directory") from None
+        raise RestoreError(f"{staging} exists: another restore into {target} is running, "
+                           "or one was interrupted; if none is running, remove that "
+                           "directory and try again") from None
+    except OSError as exc:
+        raise RestoreError(f"cannot restore into {target}: {_os_problem(exc)}") from None
+    return staging
 
 
-def _chunks_in_order(repo: Repository, pool: ThreadPoolExecutor, window: int,
-                     refs: tuple[ChunkRef, ...], stop: threading.Event) -> Iterator[bytes]:
-    """Fetch up to ``window`` chunks ahead, hand them back in file order."""
-    pending: deque[Future[bytes]] = deque()
-    upcoming = iter(refs)
-    for ref in upcoming:
-        pending.append(pool.submit(repo.get_chunk, ref.id))
-        if len(pending) >= window:
-            break
-    while pending:
-        if stop.is_set():
-            raise Stopped("cancelled")
-        data = pending.popleft().result()
-        following = next(upcoming, None)
-        if following is not None:
-            pending.append(pool.submit(repo.get_chunk, following.id))
-        yield data
+def _os_problem(exc: OSError) -> str:
+    """An OSError as one line: what the system said, and about which file."""
+    what = exc.strerror or str(exc)
+    return f"{what}: {exc.filename}" if exc.filename else what
 
 
 def _fsync_tree(root: Path) -> None:
+    """Every directory (the files were fsynced as they were finished)."""
     for directory, _, _ in os.walk(root):
         _fsync_directory(Path(directory))
 
@@ -167,14 +153,25 @@ def resolve_backup_id(repo: Repository, wanted: str, provider: str) -> str:
     return backups[-1]
 
 
+def open_for_reading(config: Config, provider: Provider, open_store: StoreOpener) -> Repository:
+    """The provider's repository as restore and verify read it (proxy and CLI alike).
+
+    Retries as configured, one real request first (a missing bucket or a
+    refused credential fails here), any cipher the repository was made with,
+    and messages that name objects as ``<key> in <provider>:<prefix>``.
+    """
+    store = provider_store(config, provider, open_store)
+    return Repository.open(store, key_source(config), label=config["prefix"] or None,
+                           allow_unencrypted=True)
+
+
 async def fetch_backup(config: Config, provider: Provider, wanted: str, status: JobStatus,
                        open_store: StoreOpener, place: Callable[[str], Path],
                        ) -> tuple[Manifest, Path]:
     """Restore ``wanted`` into ``place(backup_id)``; returns the manifest and the directory."""
 
     def work(stop: threading.Event) -> tuple[Manifest, Path]:
-        store = provider_store(config, provider, open_store)
-        repo = Repository.open(store, key_source(config), allow_unencrypted=True)
+        repo = open_for_reading(config, provider, open_store)
         backup_id = resolve_backup_id(repo, wanted, provider.name)
         status.backup_id = backup_id
         where = place(backup_id).resolve()

@@ -1,7 +1,9 @@
 """Read a backup back and check everything, writing nothing: KVCLOUD VERIFY, kvrocks-cloud verify.
 
-The same read path as a restore (every chunk through the codec, every file
-against its SHA-256), so a backup that verifies is one that restores.
+The same read path as a restore (chunks fetched in file order a bounded
+window ahead, every chunk through the codec, every file against its
+SHA-256), so a backup that verifies is one that restores, and verifying a
+file of any size takes no more memory than restoring it.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from kvproxy.config import Config, Provider
-from kvproxy.jobs.backup import StoreOpener, key_source, provider_store
+from kvproxy.jobs.assemble import fetch_ahead
+from kvproxy.jobs.backup import StoreOpener
 from kvproxy.jobs.registry import JobFailed
-from kvproxy.jobs.restore import RestoreError, resolve_backup_id
+from kvproxy.jobs.restore import RestoreError, open_for_reading, resolve_backup_id
 from kvproxy.jobs.status import JobStatus
 from kvproxy.jobs.threads import run_stoppable
-from kvproxy.jobs.upload import Stopped
 from kvproxy.repo.errors import CorruptObject, RepoError
 from kvproxy.repo.repository import Repository
 from kvproxy.storage import StorageError
@@ -36,11 +38,8 @@ def verify_backup(repo: Repository, backup_id: str, parallelism: int, status: Jo
         for entry in manifest.files:
             digest = hashlib.sha256()
             size = 0
-            futures = [pool.submit(repo.get_chunk, ref.id) for ref in entry.chunks]
             damaged = False
-            for future in futures:
-                if stop.is_set():
-                    raise Stopped("cancelled")
+            for future in fetch_ahead(repo, pool, parallelism, entry.chunks, stop):
                 try:
                     data = future.result()
                 except CorruptObject as exc:
@@ -60,8 +59,7 @@ async def run_verify(config: Config, provider: Provider, wanted: str, every: boo
     """KVCLOUD VERIFY's job: fails, listing every problem, unless all is sound."""
 
     def work(stop: threading.Event) -> list[str]:
-        store = provider_store(config, provider, open_store)
-        repo = Repository.open(store, key_source(config), allow_unencrypted=True)
+        repo = open_for_reading(config, provider, open_store)
         ids = repo.list_backups() if every else [resolve_backup_id(repo, wanted, provider.name)]
         status.backup_id = ", ".join(ids)
         return [f"{backup_id}: {problem}" for backup_id in ids

@@ -114,16 +114,20 @@ class Codec:
         """The plaintext of ``blob``, read as ``object_id``; CorruptObject if anything is off."""
         name = f"{kind.name.lower()} {object_id}"
         header, compression_id = self._check_header(name, kind, blob)
-        body = blob[HEADER_SIZE:]
         associated = header + object_id.encode("ascii")
         if self._aead is None:
-            payload, checksum = body[:-CHECKSUM_SIZE], body[-CHECKSUM_SIZE:]
-            if not hmac.compare_digest(hashlib.sha256(associated + payload).digest(), checksum):
+            payload, checksum = blob[HEADER_SIZE:-CHECKSUM_SIZE], blob[-CHECKSUM_SIZE:]
+            digest = hashlib.sha256(associated)
+            digest.update(payload)
+            if not hmac.compare_digest(digest.digest(), checksum):
                 raise CorruptObject(name, "checksum mismatch (object altered, damaged "
                                           "or stored under another id)")
         else:
             try:
-                payload = self._aead.decrypt(header[8:], body, associated)
+                # A view, not a slice: a chunk is megabytes, and a copy of it per
+                # object opened was one more buffer per download thread.
+                payload = self._aead.decrypt(header[8:], memoryview(blob)[HEADER_SIZE:],
+                                             associated)
             except InvalidTag:
                 raise CorruptObject(name, "authentication failed (wrong key, or object "
                                           "altered, damaged or stored under another id)"
