@@ -46,20 +46,25 @@ def status(client: redis.Redis, *words: str) -> dict[str, Any]:
             for k, v in zip(reply[::2], reply[1::2], strict=True)}
 
 
+def back_up_then_change(client: redis.Redis) -> tuple[Any, dict[str, Any], Any]:
+    """The data as backed up, the UPLOAD's final STATUS, and the data changed since."""
+    fill(client)
+    backed_up = contents(client)
+    upload = status(client, "UPLOAD", "WAIT")
+    assert upload["state"] == "succeeded", upload
+    client.set("str", "changed after the backup")
+    client.delete("hash")
+    client.set("new", "only after the backup")
+    return backed_up, upload, contents(client)
+
+
 @pytest.fixture
 def swapped(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Data backed up, then changed, then the backup swapped in."""
     proxy = managed_proxy(tmp_path)
     try:
         client = admin(proxy)
-        fill(client)
-        backed_up = contents(client)
-        upload = status(client, "UPLOAD", "WAIT")
-        assert upload["state"] == "succeeded", upload
-        client.set("str", "changed after the backup")
-        client.delete("hash")
-        client.set("new", "only after the backup")
-        changed = contents(client)
+        backed_up, upload, changed = back_up_then_change(client)
         swap = status(client, "RESTORE", "SWAP", "WAIT")
         assert swap["state"] == "succeeded", swap
         assert "swapped in " + upload["backup_id"] in swap["results"]
@@ -203,13 +208,7 @@ def test_kvrocks_swap_then_revert(tmp_path: Path) -> None:
     proxy = managed_proxy(tmp_path, binary)
     try:
         client = admin(proxy)
-        fill(client)
-        backed_up = contents(client)
-        upload = status(client, "UPLOAD", "WAIT")
-        assert upload["state"] == "succeeded", upload
-        client.set("str", "changed after the backup")
-        client.set("new", "only after the backup")
-        changed = contents(client)
+        backed_up, upload, changed = back_up_then_change(client)
         swap = status(client, "RESTORE", "SWAP", "WAIT")
         assert swap["state"] == "succeeded", swap
         assert "as the backup recorded" in swap["results"]
