@@ -64,6 +64,45 @@ static PyObject *result(Py_ssize_t end, Py_ssize_t count, int stop, const char *
 }
 
 /*
+ * The error for a byte where an argument's '$' should be, worded as resp.py
+ * words it: chr() of the byte. The byte is a code point (0-255), not UTF-8 or
+ * a C string, so NUL and bytes >= 0x80 give the same text as in Python
+ * instead of a truncated message or a UnicodeDecodeError.
+ */
+static PyObject *expected_dollar(Py_ssize_t end, Py_ssize_t count, unsigned char got)
+{
+    PyObject *message = PyUnicode_FromFormat("expected '$', got '%c'", (int)got);
+    if (message == NULL)
+        return NULL;
+    return Py_BuildValue("(nniN)", end, count, STOP_ERROR, message);
+}
+
+/*
+ * An int argument as long long, saturated: resp.py compares lengths (at most
+ * 18 digits) with any Python int, and every value beyond the range of long
+ * long compares like its end of the range, so saturating keeps its answers.
+ */
+static int saturated_ll(PyObject *value, long long *out)
+{
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    *out = overflow > 0 ? LLONG_MAX : overflow < 0 ? LLONG_MIN : v;
+    return 0;
+}
+
+/* A negative offset would read before the buffer; callers only pass offsets into it. */
+static int check_offset(Py_ssize_t pos)
+{
+    if (pos < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative offset");
+        return -1;
+    }
+    return 0;
+}
+
+/*
  * scan_run(buf, pos, max_bulk_len, special) -> (end, count, stop, message)
  *
  * Walks complete multibulk commands from pos whose upper-cased name is not in
@@ -76,11 +115,14 @@ static PyObject *scan_run(PyObject *self, PyObject *args)
     Py_buffer view;
     Py_ssize_t pos;
     long long max_bulk;
-    PyObject *special;
-    char bad[64];
+    PyObject *max_bulk_arg, *special;
 
-    if (!PyArg_ParseTuple(args, "y*nLO", &view, &pos, &max_bulk, &special))
+    if (!PyArg_ParseTuple(args, "y*nOO", &view, &pos, &max_bulk_arg, &special))
         return NULL;
+    if (check_offset(pos) < 0 || saturated_ll(max_bulk_arg, &max_bulk) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     const char *buf = view.buf;
     Py_ssize_t n = view.len;
     Py_ssize_t count = 0;
@@ -119,8 +161,7 @@ static PyObject *scan_run(PyObject *self, PyObject *args)
                 break;
             }
             if (buf[p] != '$') {
-                PyOS_snprintf(bad, sizeof bad, "expected '$', got '%c'", buf[p]);
-                out = result(start, count, STOP_ERROR, bad);
+                out = expected_dollar(start, count, (unsigned char)buf[p]);
                 goto done;
             }
             nl = find_crlf(buf, p, n, HEADER_WINDOW - 1);
@@ -155,7 +196,8 @@ static PyObject *scan_run(PyObject *self, PyObject *args)
                 PyObject *name = PyBytes_FromStringAndSize(upper, (Py_ssize_t)size);
                 if (name == NULL)
                     goto done;
-                int found = PySet_Contains(special, name);
+                /* `in`, as resp.py asks: any container of names, not only a set. */
+                int found = PySequence_Contains(special, name);
                 Py_DECREF(name);
                 if (found < 0)
                     goto done;
@@ -200,6 +242,17 @@ static PyObject *scan_replies(PyObject *self, PyObject *args)
 
     if (!PyArg_ParseTuple(args, "y*nnLp", &view, &pos, &want, &need, &push))
         return NULL;
+    if (check_offset(pos) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    /* Every step takes at least one byte, so `need` drops by at most len(buf):
+     * only a need no scan ever returns could wrap around. */
+    if (need <= LLONG_MIN + view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "need out of range");
+        return NULL;
+    }
     const char *buf = view.buf;
     Py_ssize_t n = view.len;
     Py_ssize_t replies = 0;
@@ -237,10 +290,19 @@ static PyObject *scan_replies(PyObject *self, PyObject *args)
             }
             pos = data + (Py_ssize_t)value + 2;
         } else {
+            long long more = 0;
             if ((kind == '*' || kind == '~' || kind == '>') && value > 0)
-                need += value;
+                more = value;
             else if (kind == '%' || kind == '|')
-                need += 2 * (value > 0 ? value : 0) + (kind == '|' ? 1 : 0);
+                more = 2 * (value > 0 ? value : 0) + (kind == '|' ? 1 : 0);
+            /* Python's int has no ceiling; past long long (some 2^22 headers of
+             * 2^41 items each) the reply is refused rather than wrapped. */
+            if (need > LLONG_MAX - more) {
+                PyBuffer_Release(&view);
+                PyErr_SetString(PyExc_ValueError, "reply declares too many items");
+                return NULL;
+            }
+            need += more;
             pos = nl + 2;
         }
         if (need == 0 && !push)
