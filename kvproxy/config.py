@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kvproxy.proxy.flow import OutputLimit
 from kvproxy.repo.retention import Policy
 
 REDACTED = "***"
@@ -52,6 +53,13 @@ def _positive_int(value: str) -> int:
     number = int(value)
     if number <= 0:
         raise ValueError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"expected 0 or more, got {value!r}")
     return number
 
 
@@ -107,6 +115,9 @@ MAIN_KEYS: dict[str, Key] = {
     "connect_timeout": Key(_positive_float, 3.0),
     "shutdown_timeout": Key(_positive_float, 5.0),
     "max_bulk_len": Key(_positive_int, 512 * 1024 * 1024),
+    "upstream_connections": Key(_positive_int, 4),
+    "spare_connections": Key(_count, 2),
+    "client_output_limit": Key(OutputLimit.parse, OutputLimit.parse("256mb 64mb 60")),
     "log_format": Key(_choice("text", "json"), "text"),
     "log_level": Key(_choice("debug", "info", "warning", "error"), "info"),
     "managed": Key(_yes_no, False),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 QUIET_LIBRARIES = ("azure", "botocore", "aiobotocore", "s3fs", "gcsfs", "adlfs", "fsspec",
@@ -37,3 +39,35 @@ def setup(log_format: str = "text", level: str = "info") -> None:
     # stalled stderr would stall their I/O thread with it.
     for chatty in QUIET_LIBRARIES:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
+
+
+class Throttle:
+    """At most ``burst`` lines per ``interval`` seconds from one source of repeated events.
+
+    Hostile clients can produce a warning per connection (protocol errors,
+    output limits); the log must not grow with them. Lines over the budget
+    are counted and reported in one line when the next interval opens.
+    """
+
+    def __init__(self, logger: logging.Logger, burst: int = 10, interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.burst = burst
+        self.interval = interval
+        self.clock = clock
+        self.window_start = -interval
+        self.used = 0
+        self.suppressed = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = self.clock()
+        if now - self.window_start >= self.interval:
+            if self.suppressed:
+                self.logger.warning("%d similar warnings suppressed in the last %gs",
+                                    self.suppressed, self.interval)
+            self.window_start, self.used, self.suppressed = now, 0, 0
+        if self.used < self.burst:
+            self.used += 1
+            self.logger.warning(message, *args)
+        else:
+            self.suppressed += 1

@@ -51,9 +51,10 @@ def test_auth_with_the_proxy_password_shares_the_upstream_connection(
         assert client.set(f"shared:{n}", n) is True
         assert client.get("guarded") == b"value"
         assert client.execute_command("KVCLOUD", "STATUS")[1] == b"idle"
-    # All eight authenticated clients ride on the proxy's one shared connection.
+    # All eight authenticated clients ride on the proxy's shared connections
+    # (4 by default, and 2 spares kept ready to be dedicated): none pinned.
     connections = server.client().client_list()
-    assert len(connections) == 2, connections  # the shared link and this CLIENT LIST
+    assert len(connections) <= 4 + 2 + 1, connections  # and this CLIENT LIST
 
 
 def test_wrong_password_is_refused_by_the_server(protected: tuple[Upstream, Proxy]) -> None:

@@ -37,6 +37,11 @@ RAW = frozenset(
     )
 )
 
+#: Commands that pin only with these subcommands: they stop what runs on the
+#: server (a script, a function), so they must not queue behind it on a
+#: shared link; a spare connection carries them at once.
+ADMIN_SUBCOMMANDS = {b"SCRIPT": frozenset({b"KILL"}), b"FUNCTION": frozenset({b"KILL"})}
+
 KVCLOUD = b"KVCLOUD"
 QUIT = b"QUIT"
 CLIENT = b"CLIENT"
@@ -48,8 +53,20 @@ LOCAL = frozenset({KVCLOUD, QUIT})
 
 #: Names a session on the shared link must look at; everything else is
 #: forwarded untouched.
-SPECIAL = PIN | RAW | LOCAL
+SPECIAL = PIN | RAW | LOCAL | frozenset(ADMIN_SUBCOMMANDS)
 
 #: On a dedicated link the connection state is the client's own, so only
 #: what changes how replies are read (or who the client is) needs a look.
 DEDICATED_SPECIAL = RAW | LOCAL | {AUTH, HELLO, CLIENT}
+
+
+def stays_shared(upper: bytes, args: list[bytes]) -> bool:
+    """Whether a special command of an authenticated client may stay on the shared links.
+
+    ``CLIENT SETINFO`` is connection metadata client libraries send on every
+    connect: it stays (and is replayed if the client pins later).
+    """
+    if upper == CLIENT:
+        return len(args) > 2 and args[1].upper() == b"SETINFO"
+    kills = ADMIN_SUBCOMMANDS.get(upper)
+    return kills is not None and (len(args) < 2 or args[1].upper() not in kills)

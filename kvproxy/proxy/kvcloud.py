@@ -70,9 +70,12 @@ RESTART_KEYS = ("listen", "upstream", "upstream_password", "managed", "server_bi
 
 
 class Caller(Protocol):
-    resp3: bool
-    authenticated: bool
-    admin: bool
+    @property
+    def resp3(self) -> bool: ...
+    @property
+    def authenticated(self) -> bool: ...
+    @property
+    def admin(self) -> bool: ...
 
 
 class KvCloud:

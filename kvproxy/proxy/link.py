@@ -109,6 +109,9 @@ class Link(asyncio.Protocol):
         self.closing = False
         #: Connected and accepting batches (kept as a flag for the hot path).
         self.ready = False
+        #: When the link last answered a batch, or went from idle to busy: a
+        #: busy link whose progress is old is stuck behind a slow command.
+        self.progress_at = 0.0
 
     # ---- connecting -------------------------------------------------------
 
@@ -183,6 +186,8 @@ class Link(asyncio.Protocol):
     def send(self, sink: Sink, data: Chunk) -> None:
         """Queue one batch; its sink already holds the Batch at its order's end."""
         if self.ready:
+            if not self.waiters:
+                self.progress_at = time.monotonic()
             self.outbox.append(data)
             self.waiters.append(sink)
             if not self.flush_scheduled:
@@ -242,6 +247,7 @@ class Link(asyncio.Protocol):
             buf = data
         n = len(buf)
         pos = 0
+        done = 0
         while waiters:
             sink = waiters[0]
             batch = sink.order[0]
@@ -265,6 +271,9 @@ class Link(asyncio.Protocol):
                 break
             waiters.popleft()
             sink.batch_done()
+            done += 1
+        if done:
+            self.progress_at = time.monotonic()
         if pos == n:
             self.buf = b""
         else:
@@ -299,6 +308,10 @@ class Link(asyncio.Protocol):
         elif pos or not isinstance(buf, bytearray):
             self.buf = bytearray(buf[pos:])
 
+    def stalled_for(self, now: float) -> float:
+        """How long the link has been busy without answering a batch (0 when idle)."""
+        return now - self.progress_at if self.waiters else 0.0
+
     def _desync(self, why: str) -> None:
         log.warning("%s link to %s:%d: %s; closing it", self.name, *self.address, why)
         if self.transport is not None:
@@ -323,11 +336,10 @@ class Link(asyncio.Protocol):
         self.stream_left = self.resume_need = 0
         self.resume_push = False
         if not self.closing:
+            # Not a failure to connect: the next batch connects again at once
+            # (CLIENT KILL of the proxy's connections must not turn into errors).
             reason = str(exc) if exc else "connection closed by the server"
-            if self.owner is None:
-                self._failed(reason)
-            else:  # a client's own connection: its end is the client's business
-                log.debug("dedicated link to %s:%d ended: %s", *self.address, reason)
+            log.debug("%s link to %s:%d ended: %s", self.name, *self.address, reason)
         self.outbox.clear()
         lost, self.waiters = self.waiters, deque()
         seen: set[int] = set()
@@ -344,5 +356,23 @@ class Link(asyncio.Protocol):
     def close(self) -> None:
         """Close on purpose: not a failure, nothing to report."""
         self.closing = True
+        self.ready = False
         if self.transport is not None:
             self.transport.close()
+
+    def end_input(self) -> None:
+        """The client hung up: the server sees it hang up too (after what it sent).
+
+        The server answers what came before and then closes the connection,
+        which ends a blocking command there, exactly as if the client had
+        been connected to it directly.
+        """
+        transport = self.transport
+        if transport is None:
+            return
+        if self.outbox:
+            self._flush()
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            self.close()

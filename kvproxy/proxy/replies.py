@@ -16,6 +16,11 @@ Value: TypeAlias = (
 OK = b"+OK\r\n"
 
 
+def encode_command(*args: bytes) -> bytes:
+    """A command as a client sends it (for the commands the proxy sends itself)."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
 def error(text: str) -> bytes:
     """An error reply; ``text`` starts with its code (ERR, NOAUTH, ...)."""
     return b"-" + text.replace("\r", " ").replace("\n", " ").encode() + b"\r\n"

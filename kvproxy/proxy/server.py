@@ -14,9 +14,12 @@ from kvproxy.config import Config, Provider
 from kvproxy.jobs.backup import run_backup
 from kvproxy.jobs.registry import Registry
 from kvproxy.jobs.status import JobStatus
+from kvproxy.proxy.flow import OutputLimit
 from kvproxy.proxy.kvcloud import KvCloud
-from kvproxy.proxy.link import Gate, Link, SetupReply, Sink
-from kvproxy.proxy.session import Session, encode_command
+from kvproxy.proxy.link import Gate, SetupReply, Sink
+from kvproxy.proxy.pool import Pool
+from kvproxy.proxy.replies import encode_command
+from kvproxy.proxy.session import Session
 from kvproxy.storage.providers import open_store
 from kvproxy.upstream.control import Control
 from kvproxy.upstream.managed import ManagedServer
@@ -37,8 +40,11 @@ class Proxy:
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.gate = Gate()
-        self.shared = Link(self.upstream_address, self.connect_timeout, "shared", self.gate)
-        self.shared.setup = self._shared_setup
+        password = config["upstream_password"]
+        self.pool = Pool(self.upstream_address, self.connect_timeout,
+                         int(config["upstream_connections"]), int(config["spare_connections"]),
+                         self.gate, self._shared_setup,
+                         self.auth_setup if password is not None else None)
         #: Whether the server accepted upstream_password on the shared link
         #: (None until it answered): only then may the proxy answer AUTH itself.
         self.shared_auth_ok: bool | None = None
@@ -60,6 +66,11 @@ class Proxy:
     @property
     def max_bulk_len(self) -> int:
         return int(self.config["max_bulk_len"])
+
+    @property
+    def output_limit(self) -> OutputLimit:
+        limit: OutputLimit = self.config["client_output_limit"]
+        return limit
 
     @property
     def config_path(self) -> Path | None:
@@ -85,13 +96,14 @@ class Proxy:
         its connection state (MULTI, SUBSCRIBE, ...) does not survive a restart.
         """
         self.gate.reply = LOADING
-        self.shared.ready = False  # new batches meet the gate; replies due still arrive
+        for link in self.pool.links:
+            link.ready = False  # new batches meet the gate; replies due still arrive
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + drain_timeout
-            while self.shared.waiters and loop.time() < deadline:
+            while self.pool.busy() and loop.time() < deadline:
                 await asyncio.sleep(0.01)
-            self.shared.close()
+            self.pool.close()
             for session in list(self.sessions):
                 if session.dedicated is not None:
                     session.dedicated.close()
@@ -103,7 +115,7 @@ class Proxy:
         """Take a reloaded config: what can change while running changes now."""
         self.config = config
         logs.setup(config["log_format"], config["log_level"])
-        self.shared.connect_timeout = self.connect_timeout
+        self.pool.reconfigure(self.connect_timeout)
 
     def auth_setup(self) -> list[tuple[bytes, Sink]]:
         password = self.config["upstream_password"].encode()
@@ -136,7 +148,7 @@ class Proxy:
         log.info(
             "kvproxy listening on %s:%d, upstream %s:%d", host, port, *self.upstream_address
         )
-        self.shared.ensure_connecting()  # learn early whether the server takes our password
+        self.pool.start()  # and learn early whether the server takes our password
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -154,7 +166,7 @@ class Proxy:
         if self.server is not None:
             self.server.close()
         deadline = asyncio.get_running_loop().time() + float(self.config["shutdown_timeout"])
-        while any(s.order for s in self.sessions):
+        while any(s.replies.order for s in self.sessions):
             if asyncio.get_running_loop().time() > deadline:
                 log.warning("stopping with replies still outstanding")
                 break
@@ -162,7 +174,7 @@ class Proxy:
         for session in list(self.sessions):
             if session.transport is not None:
                 session.transport.close()
-        self.shared.close()
+        self.pool.close()
         for task in list(self.tasks):
             task.cancel()
         await asyncio.sleep(0)

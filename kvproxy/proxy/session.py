@@ -1,25 +1,35 @@
 """One client connection: split its requests, forward them, keep replies in order.
 
-A session starts on the shared link. Its requests are cut into commands only
-to find the few named in ``commands.py``; runs of ordinary commands go
-upstream as the original bytes. Replies come back in request order; replies
-the proxy makes itself (KVCLOUD, QUIT, errors) wait in ``order`` behind the
-batches sent before them.
+A session starts shared: its requests are cut into commands only to find the
+few named in ``commands.py``; runs of ordinary commands go upstream as the
+original bytes, to a link of the pool picked when the client has nothing in
+flight. A client that turns stateful moves to a dedicated link (at once when
+a spare is ready and nothing is in flight, else once its replies are in),
+and to raw relay after commands whose replies are not one per command.
+
+When the client leaves, what it began ends on the server too: a half-close
+is passed on to its dedicated link (the server answers what came before,
+then closes, ending a blocking command), a lost connection closes the link,
+and replies still due on a shared link are read and dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import enum
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, cast
 
+from kvproxy import logs
 from kvproxy.proxy import commands
 from kvproxy.proxy.batch import Batch
+from kvproxy.proxy.flow import HELD_INPUT_LIMIT, ClientFlow, Pause
+from kvproxy.proxy.identity import Auth, Identity
 from kvproxy.proxy.link import Link, SetupReply, UpstreamUnavailable
+from kvproxy.proxy.pending import PendingInput
 from kvproxy.proxy.replies import OK, error
+from kvproxy.proxy.replyqueue import ReplyQueue, discard
 from kvproxy.proxy.resp import (
     INCOMPLETE,
     STOP_DONE,
@@ -28,7 +38,6 @@ from kvproxy.proxy.resp import (
     STOP_INLINE,
     Chunk,
     ProtocolError,
-    RequestTracker,
     command_args,
     command_end,
     command_need,
@@ -42,129 +51,107 @@ if TYPE_CHECKING:
     from kvproxy.proxy.server import Proxy
 
 log = logging.getLogger("kvproxy.session")
-
-# What the scan loop does after a command it had to look at: count it into
-# the current run, answer it here, send it as a batch of its own, wait for a
-# link switch, or stop reading this client.
-_FORWARD, _HANDLED, _OWN_BATCH, _BLOCK, _STOP, _WAITING = range(6)
+#: Hostile clients can each cause a warning; the log must not grow with them.
+warnings = logs.Throttle(log)
 
 
+class Mode(enum.Enum):
+    """Which upstream connection a client's commands go to."""
 
-#: An incomplete command this large is followed chunk by chunk (RequestTracker).
-LARGE_REQUEST = 256 * 1024
-
-
-#: What the proxy answers itself: bytes, or bytes to come (KVCLOUD ... WAIT).
-LocalReply = bytes | Awaitable[bytes]
-
-
-def _discard(data: bytes | bytearray | memoryview) -> None:
-    """Where replies go once their client has gone."""
+    SHARED = "shared"
+    #: Held until earlier replies are in, then DEDICATED or RAW.
+    SWITCHING = "switching"
+    DEDICATED = "dedicated"
+    #: Dedicated, relayed as a byte stream both ways.
+    RAW = "raw"
 
 
-def encode_command(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+class Input(enum.Enum):
+    """What happens to the bytes a client sends."""
+
+    OPEN = "open"
+    #: Kept unread until a switch or an awaited KVCLOUD reply completes.
+    HELD = "held"
+    #: Held, and the client has hung up since: what it sent is still handled.
+    HELD_ENDING = "held-ending"
+    #: EOF, QUIT or a protocol error: nothing more is read; closes once replies are out.
+    ENDED = "ended"
+    #: The connection is lost.
+    GONE = "gone"
+
+
+# What the scan loop does after a command it had to look at.
+_FORWARD, _HANDLED, _OWN_BATCH, _RESCAN, _STOP = range(5)
 
 
 class Session(asyncio.Protocol):
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
-        self.link: Link = proxy.shared
+        self.mode = Mode.SHARED
+        self.input = Input.OPEN
+        #: The link the batches in flight are on (the dedicated one once pinned).
+        self.link: Link | None = None
         self.dedicated: Link | None = None
         self.transport: asyncio.Transport | None = None
+        self.flow: ClientFlow | None = None
         self.peer = "?"
-        #: Replies still to come, in request order: batches the upstream
-        #: answers, and the proxy's own replies (ready, or made in turn).
-        self.order: deque[Batch | bytes | Callable[[], LocalReply] | asyncio.Future[bytes]] = (
-            deque())
-        #: Received bytes not forwarded yet, kept as they came (joined once
-        #: ``need`` bytes are there, so a large value is copied only once).
-        self.pending: list[bytes] = []
-        self.pending_len = 0
-        self.need = 0
-        self.tracker: RequestTracker | None = None
-        self.blocked = False
-        #: The KVCLOUD reply (its maker, then its future) the client waits for.
-        self.awaited: object = None
-        self.closing = False
-        self.closed = False
-        self.raw = False
-        self.resp3 = False
-        self.pauses: set[str] = set()
-        self.drained: asyncio.Future[None] | None = None
-        password = proxy.config["upstream_password"]
-        #: Whether the server would let this connection run commands.
-        self.authenticated = password is None
-        #: Names the scanner must stop at (None: every command, until AUTH).
-        self.special: frozenset[bytes] | None = commands.SPECIAL if password is None else None
+        self.replies = ReplyQueue(self)
+        self.pending = PendingInput()
+        self.identity = Identity(proxy.config["upstream_password"])
+        #: Names the scanner must stop at (None: every command, until authenticated).
+        self.special: frozenset[bytes] | None = (
+            commands.SPECIAL if self.identity.authenticated else None)
         self.max_bulk_len = proxy.max_bulk_len
-        #: Whether it authenticated with the proxy's own password (KVCLOUD).
-        self.admin = password is None
-        #: Authenticated by an AUTH the proxy answered from the shared link.
-        self.auth_local = False
-        #: Connection metadata set while shared, sent again on a dedicated link.
-        self.replay: list[bytes] = []
+        #: A protocol error in raw mode, sent once the server has answered what came before.
+        self.last_words: bytes | None = None
+        self.switching: asyncio.Task[None] | None = None
 
-    # ---- connection events -----------------------------------------------
+    # ---- connection events -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.write = self.transport.write  # type: ignore[method-assign]
+        self.flow = ClientFlow(self.transport, self.proxy.output_limit)
+        self.replies.write = self.transport.write
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.proxy.sessions.add(self)
         log.debug("client %s connected", self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.write = _discard  # type: ignore[method-assign]
+        self.input = Input.GONE
+        self.replies.write = discard
+        self.pending.clear()
         self.proxy.sessions.discard(self)
         if self.dedicated is not None:
             self.dedicated.close()
-        if self.drained is not None and not self.drained.done():
-            self.drained.cancel()
+        if self.switching is not None:
+            self.switching.cancel()
         log.debug("client %s disconnected", self.peer)
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
-            return
-        if self.pending or self.blocked:
-            self.pending.append(data)
-            self.pending_len += len(data)
-            if self.blocked:
-                return
-            if self.tracker is not None:
-                if not self.tracker.feed(data):
+        state = self.input
+        if state is Input.OPEN:
+            if self.pending:
+                if not self.pending.add(data):
                     return
-            elif self.pending_len < self.need:
-                return
-            data = self._take_pending()
-        self._process(data)
+                data = self.pending.take()
+            self._process(data)
+        elif state is Input.HELD:
+            self.pending.add(data)
+            if self.pending.size > HELD_INPUT_LIMIT and self.flow is not None:
+                self.flow.pause(Pause.HELD)
 
-    def _take_pending(self) -> bytes:
-        data = b"".join(self.pending) if len(self.pending) > 1 else self.pending[0]
-        self.pending = []
-        self.pending_len = self.need = 0
-        self.tracker = None
-        return data
+    def eof_received(self) -> bool:
+        if self.input is Input.HELD:
+            self.input = Input.HELD_ENDING
+            return True
+        if self.input is Input.OPEN:
+            self._end_input()
+            if self.dedicated is not None:
+                self.dedicated.end_input()
+        return True  # keep the transport: replies still due go out
 
-    def _keep(self, buf: bytes | bytearray, pos: int, need: int = 0) -> None:
-        """Hold ``buf[pos:]`` until ``need`` bytes (at least) are there."""
-        rest = bytes(buf[pos:]) if pos or not isinstance(buf, bytes) else buf
-        self.pending = [rest]
-        self.pending_len = len(rest)
-        self.need = need
-        if len(rest) > LARGE_REQUEST and rest[:1] == b"*":
-            self.tracker = RequestTracker()
-            if self.tracker.feed(rest):
-                self.tracker = None
-
-    def eof_received(self) -> bool | None:
-        self.closing = True
-        self._close_if_done()
-        return True
-
-    # ---- the scan loop -----------------------------------------------------
+    # ---- the scan loop -------------------------------------------------------
 
     def _process(self, buf: bytes | bytearray) -> None:
         n = len(buf)
@@ -184,23 +171,24 @@ class Session(asyncio.Protocol):
             if pos < 0:
                 return
         if pos < n:
-            self._keep(buf, pos, command_need(buf, pos))
-        if self.link.write_paused:
-            self._pause("upstream")
-            self.link.paused_sessions.add(self)
+            self.pending.keep(buf, pos, command_need(buf, pos))
+        link = self.link
+        if link is not None and link.write_paused and self.flow is not None:
+            self.flow.pause(Pause.UPSTREAM)
+            link.paused_sessions.add(self.replies)
 
     def _one_command(self, buf: bytes | bytearray, pos: int, inline: bool) -> int:
-        """Deal with the one command at ``pos`` the scanner stopped at.
+        """Deal with the command at ``pos`` the scanner stopped at.
 
-        Returns where scanning goes on, or -1 when this call has dealt with the
-        rest of the buffer itself: kept it (an incomplete inline command, a
-        link switch) or dropped it (QUIT, a protocol error).
+        Returns where scanning goes on, or -1 when the rest of the buffer is
+        dealt with here: kept (an incomplete inline command, held input) or
+        dropped (QUIT, a protocol error).
         """
         try:
             if inline:
                 end = inline_end(buf, pos)
                 if end == INCOMPLETE:
-                    self._keep(buf, pos)
+                    self.pending.keep(buf, pos)
                     return -1
                 args = inline_args(buf[pos:end])
                 if not args:  # an empty line gets no reply from the server
@@ -216,61 +204,60 @@ class Session(asyncio.Protocol):
         if action == _FORWARD:
             self._forward(buf[pos:end], 1)
         elif action == _OWN_BATCH:
-            self._forward(buf[pos:end], 1, self._observed_batch(upper, args, buf[pos:end]))
-        elif action == _BLOCK:
-            self._keep(buf, pos)
-            self._block_end = end - pos
-            return -1
+            self._forward(buf[pos:end], 1, self.identity.observed(upper, args, buf[pos:end]))
+        elif action == _RESCAN:
+            if self.input is Input.HELD:  # a switch is under way: the command waits for it
+                self.pending.keep(buf, pos)
+                return -1
+            return pos  # the same command, seen with the new mode's eyes
         elif action == _STOP:
             return -1
-        elif action == _WAITING:
+        if self.input is Input.HELD:  # an awaited KVCLOUD reply: read nothing more until it
             if end < len(buf):
-                self._keep(buf, end)
+                self.pending.keep(buf, end)
             return -1
         return end
 
-    _block_end = 0
-
     def _forward(self, data: Chunk, count: int, batch: Batch | None = None) -> None:
-        if self.raw or not count:
-            self.link.send_raw(data)
+        mode = self.mode
+        if mode is Mode.RAW or not count:
+            if mode is not Mode.SHARED and self.link is not None:
+                self.link.send_raw(data)  # empty commands on the shared links are dropped
             return
-        self.order.append(batch or Batch(count))
-        self.link.send(self, data)
+        replies = self.replies
+        if mode is Mode.SHARED and not replies.inflight:
+            self.link = self.proxy.pool.pick()
+        replies.add_batch(batch or Batch(count))
+        self.link.send(replies, data)  # type: ignore[union-attr]
 
     def _special(self, upper: bytes, args: list[bytes], inline: bool) -> int:  # noqa: C901
         if upper == commands.KVCLOUD:
             # Answered when its turn comes, so it sees what earlier commands did (AUTH).
             kvcloud, sub_args = self.proxy.kvcloud, args[1:]
-            waits = not self.raw and kvcloud.answers_later(sub_args)
-            def make() -> LocalReply:
-                return kvcloud.handle(self, sub_args)
-
+            waits = self.mode is not Mode.RAW and kvcloud.answers_later(sub_args)
             if waits:  # like a blocking command: read nothing more until it is answered
-                self.blocked = True
-                self._pause("wait")
-                self.awaited = make
-            self.reply_later(make)
-            # Refused at once (no I/O after all): the wait is already over.
-            return _WAITING if waits and self.awaited is not None else _HANDLED
-        if self.raw:
+                self.input = Input.HELD
+            self.replies.reply_later(lambda: kvcloud.handle(self.identity, sub_args), awaited=waits)
+            return _HANDLED
+        if self.mode is Mode.RAW:
             return _FORWARD  # QUIT too: the server answers it after what is in flight
         if upper == commands.QUIT:
-            self.reply(OK)
-            self.closing = True
-            self._close_if_done()
+            self.replies.reply(OK)
+            self._end_input()
             return _STOP
-        if self.dedicated is None:
-            if upper == commands.AUTH and len(args) == 2 and self._proxy_auth(args[1]):
-                self.authenticated = self.admin = self.auth_local = True
+        if self.mode is Mode.SHARED:
+            identity = self.identity
+            if (upper == commands.AUTH and len(args) == 2
+                    and self.proxy.shared_auth_ok is True
+                    and identity.is_proxy_password(args[1])):
+                identity.auth = Auth.LOCAL
                 self.special = commands.SPECIAL
-                self.reply(OK)
+                self.replies.reply(OK)
                 return _HANDLED
-            if (self.authenticated and upper == commands.CLIENT and len(args) > 2
-                    and args[1].upper() == b"SETINFO"):
-                return _OWN_BATCH  # client metadata: shared, and replayed if it pins later
-            self._start_switch(self._pin())
-            return _BLOCK
+            if identity.authenticated and commands.stays_shared(upper, args):
+                return _OWN_BATCH if upper == commands.CLIENT else _FORWARD
+            self._pin()
+            return _RESCAN
         if upper == commands.AUTH or upper == commands.HELLO:
             return _OWN_BATCH
         if inline:
@@ -278,247 +265,189 @@ class Session(asyncio.Protocol):
         if upper in commands.RAW or (
             upper == commands.CLIENT and len(args) > 1 and args[1].upper() == b"REPLY"
         ):
-            self._start_switch(self._go_raw())
-            return _BLOCK
+            self._go_raw()
+            return _RESCAN
         return _FORWARD
 
-    # ---- authentication ----------------------------------------------------
+    # ---- switching links -------------------------------------------------------
 
-    def _proxy_auth(self, candidate: bytes) -> bool:
-        """AUTH the proxy may answer itself: its own password, known good upstream."""
-        return self.proxy.shared_auth_ok is True and self._is_proxy_password(candidate)
-
-    def _is_proxy_password(self, candidate: bytes) -> bool:
-        password = self.proxy.config["upstream_password"]
-        if password is None:
-            return False
-        return hmac.compare_digest(candidate, password.encode())
-
-    def _observed_batch(self, upper: bytes, args: list[bytes], raw: bytes | bytearray) -> Batch:
-        """A command whose outcome, which only the server knows, changes the session."""
-        if upper == commands.CLIENT:
-            command = bytes(raw)
-
-            def remember(reply: bytes) -> None:
-                if reply[:1] != b"-":
-                    self.replay.append(command)
-
-            return Batch(1, remember)
-        password: bytes | None = None
-        protocol: int | None = None
-        if upper == commands.AUTH:
-            password = args[-1] if len(args) in (2, 3) else None
-        else:
-            rest = list(args[1:])
-            if rest and rest[0].isdigit():
-                protocol = int(rest.pop(0))
-            while rest:
-                option = rest.pop(0).upper()
-                if option == b"AUTH" and len(rest) >= 2:
-                    password = rest[1]
-                    del rest[:2]
-                elif option == b"SETNAME" and rest:
-                    rest.pop(0)
-
-        def observe(reply: bytes) -> None:
-            if reply[:1] == b"-":
+    def _pin(self) -> None:
+        """Move to a connection of its own: at once if a spare is ready and nothing is due."""
+        pool = self.proxy.pool
+        if not self.replies.order and self.identity.auth is not Auth.NONE:
+            spare = pool.take_spare()
+            if spare is not None:
+                self._dedicate(spare)
                 return
-            if protocol is not None:
-                self.resp3 = protocol == 3
-            if password is not None:
-                self.authenticated = True
-                self.admin = self._is_proxy_password(password)
+        self._hold(self._pin_later())
 
-        return Batch(1, observe)
-
-    # ---- switching links ---------------------------------------------------
-
-    def _start_switch(self, switch: Coroutine[None, None, None]) -> None:
-        self.blocked = True
-        self._pause("switch")
-        task = asyncio.get_running_loop().create_task(switch)
-        self.proxy.tasks.add(task)
-        task.add_done_callback(self.proxy.tasks.discard)
-
-    async def _wait_drained(self) -> None:
-        if self.order:
-            self.drained = asyncio.get_running_loop().create_future()
-            await self.drained
-            self.drained = None
-
-    async def _pin(self) -> None:
-        """Move to a connection of its own once earlier replies are in."""
-        link = Link(self.proxy.upstream_address, self.proxy.connect_timeout, "dedicated",
-                    self.proxy.gate)
-        link.owner = self
-        setup = self.proxy.auth_setup() if self.auth_local else []
-        setup += [(command, SetupReply()) for command in self.replay]
-        if setup:
-            link.setup = lambda: setup
+    async def _pin_later(self) -> None:
+        pool = self.proxy.pool
+        if self.identity.auth is Auth.NONE:  # the server itself must say -NOAUTH
+            link = Link(self.proxy.upstream_address, self.proxy.connect_timeout, "dedicated",
+                        self.proxy.gate)
+        else:
+            link = pool.new_dedicated()
         try:
             await link.connect()
         except UpstreamUnavailable:
-            if self.closed:
-                return
-            self.reply(link.unavailable_error())
-            self._keep(self._take_pending(), self._block_end)
-            self._unblock()
+            if self.input is not Input.GONE:
+                self.mode = Mode.SHARED
+                # The pinning command fails; the client stays shared, the next one tries again.
+                held = self.pending.take()
+                self.replies.reply(link.unavailable_error())
+                self.pending.keep(held, self._command_end(held))
+                self._release()
             return
-        try:
-            await self._wait_drained()
-        except asyncio.CancelledError:
+        await self._drained()
+        if self.input is Input.GONE:
             link.close()
             return
-        if self.closed:
-            link.close()
-            return
+        self._dedicate(link)
+        self._release()
+
+    def _command_end(self, held: bytes) -> int:
+        """Where the (complete) command at the start of held input ends."""
+        if held[:1] == b"*":
+            return command_end(held, 0, self.max_bulk_len)[0]
+        return inline_end(held, 0)
+
+    def _dedicate(self, link: Link) -> None:
+        link.owner = self.replies
+        link.name = "dedicated"
+        for command in self.identity.replay:
+            link.send(SetupReply(), command)
         self.link = self.dedicated = link
+        self.mode = Mode.DEDICATED
         self.special = commands.DEDICATED_SPECIAL
         log.debug("client %s pinned to a dedicated upstream connection", self.peer)
-        self._unblock()
 
-    async def _go_raw(self) -> None:
-        try:
-            await self._wait_drained()
-        except asyncio.CancelledError:
-            return
-        if self.closed or self.dedicated is None:
-            return
-        self.raw = True
-        self.special = commands.LOCAL
-        self.dedicated.raw_sink = self
-        self._unblock()
-
-    def _unblock(self) -> None:
-        self.blocked = False
-        self._unpause("switch")
-        if self.pending and not self.closing:
-            self._process(self._take_pending())
-
-    # ---- replies -----------------------------------------------------------
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Replaced by the transport's own write while the client is connected."""
-
-    def reply_later(self, make: Callable[[], LocalReply]) -> None:
-        """A reply of the proxy's own, made when every earlier reply has gone out.
-
-        ``make`` may return an awaitable (KVCLOUD ... WAIT): the reply is then
-        written when it completes, and nothing queued behind it goes first.
-        """
-        self.order.append(make)
-        if len(self.order) == 1:
-            self._write_ready()
-
-    def reply(self, data: bytes) -> None:
-        """A reply of the proxy's own, in its place among the upstream's."""
-        if self.order and not self.raw:
-            self.order.append(data)
+    def _go_raw(self) -> None:
+        if not self.replies.order:
+            self._become_raw()
         else:
-            self.write(data)
+            self._hold(self._raw_later())
 
-    def batch_done(self) -> None:
-        order = self.order
-        order.popleft()
-        if order:
-            if order[0].__class__ is not Batch:
-                self._write_ready()
-        elif self.drained is not None or self.closing:
-            self._drain_event()
+    async def _raw_later(self) -> None:
+        await self._drained()
+        if self.input is not Input.GONE:
+            self._become_raw()
+            self._release()
 
-    def _write_ready(self) -> None:
-        """Write the proxy's own replies that are now at the head of the order."""
-        order = self.order
-        while order and not isinstance(order[0], Batch):
-            item = order[0]
-            if isinstance(item, asyncio.Future):
-                if not item.done():
-                    return
-                order.popleft()
-                self.write(item.result() if not item.cancelled() else b"")
-                self._waited(item)
-                continue
-            if not isinstance(item, bytes):
-                made = item()
-                if not isinstance(made, bytes):
-                    waiting = asyncio.ensure_future(made)
-                    if self.awaited is item:
-                        self.awaited = waiting
-                    order[0] = waiting
-                    waiting.add_done_callback(lambda _: self._write_ready())
-                    return
-                order.popleft()
-                self.write(made)
-                self._waited(item)  # a refusal made at once still ends the wait
-                continue
-            order.popleft()
-            self.write(item)
-        if not order:
-            self._drain_event()
+    def _become_raw(self) -> None:
+        assert self.dedicated is not None
+        self.mode = Mode.RAW
+        self.special = commands.LOCAL
+        self.dedicated.raw_sink = self.replies
 
-    def _waited(self, reply: object) -> None:
-        """A reply the client waited for went out: read its next commands."""
-        if reply is not self.awaited:
-            return
-        self.awaited = None
-        if self.blocked and "wait" in self.pauses:
-            self.blocked = False
-            self._unpause("wait")
-            if self.pending and not self.closing:
-                self._process(self._take_pending())
+    def _hold(self, switch: Coroutine[None, None, None]) -> None:
+        self.input = Input.HELD
+        self.mode = Mode.SWITCHING
+        task = asyncio.get_running_loop().create_task(switch)
+        self.switching = task
+        self.proxy.tasks.add(task)
+        task.add_done_callback(self.proxy.tasks.discard)
 
-    def batch_failed(self, error_reply: bytes) -> None:
-        order = self.order
-        for index, item in enumerate(order):
-            if isinstance(item, Batch):
-                order[index] = error_reply * item.remaining
-                break
-        self._write_ready()
+    async def _drained(self) -> None:
+        while self.replies.order and self.input is not Input.GONE:
+            self.drained = asyncio.get_running_loop().create_future()
+            await self.drained
+        self.drained = None
 
-    def _drain_event(self) -> None:
-        if self.drained is not None and not self.drained.done():
-            self.drained.set_result(None)
+    drained: asyncio.Future[None] | None = None
+
+    def _release(self) -> None:
+        """Input held for a switch or an awaited reply may flow again."""
+        ending = self.input is Input.HELD_ENDING
+        self.input = Input.OPEN
+        self.switching = None
+        if self.flow is not None:
+            self.flow.resume(Pause.HELD)
+        if self.pending:
+            self._process(self.pending.take())
+        if ending:
+            if self.input is Input.HELD:  # held again (another switch): end after that
+                self.input = Input.HELD_ENDING
+            else:
+                self.eof_received()
+
+    # ---- what the reply queue tells -------------------------------------------
+
+    def replies_out(self) -> None:
+        drained = self.drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
         self._close_if_done()
+
+    def waited_reply_out(self) -> None:
+        if self.input is Input.HELD or self.input is Input.HELD_ENDING:
+            self._release()
 
     def link_lost(self) -> None:
-        """The server went away with replies of ours outstanding: end like it would."""
-        self.order.clear()
-        self.closing = True
+        """The server closed the connection with replies of ours due: end as it would."""
+        self.replies.clear()
+        self.input = Input.ENDED
         if self.transport is not None:
+            if self.last_words is not None:
+                self.transport.write(self.last_words)
             self.transport.close()
-
-    def _protocol_error(self, reason: str) -> None:
-        log.warning("client %s: protocol error: %s", self.peer, reason)
-        self.reply(error(f"ERR Protocol error: {reason}"))
-        self.closing = True
-        self.pending = []
-        self._close_if_done()
-
-    def _close_if_done(self) -> None:
-        if self.closing and not self.order and self.transport is not None:
-            self.transport.close()
-
-    # ---- flow control ------------------------------------------------------
-
-    def _pause(self, why: str) -> None:
-        if not self.pauses and self.transport is not None:
-            self.transport.pause_reading()
-        self.pauses.add(why)
-
-    def _unpause(self, why: str) -> None:
-        self.pauses.discard(why)
-        if not self.pauses and not self.closed and self.transport is not None:
-            self.transport.resume_reading()
 
     def resume_upstream(self) -> None:
-        self._unpause("upstream")
+        if self.flow is not None:
+            self.flow.resume(Pause.UPSTREAM)
+
+    # ---- ending ----------------------------------------------------------------
+
+    def _end_input(self) -> None:
+        self.input = Input.ENDED
+        self.pending.clear()
+        self._close_if_done()
+
+    def _protocol_error(self, reason: str) -> None:
+        warnings.warning("client %s: protocol error: %s", self.peer, reason)
+        reply = error(f"ERR Protocol error: {reason}")
+        if self.mode is Mode.RAW and self.dedicated is not None:
+            # Replies to what came before are not counted here: the server
+            # answers them, sees the end, and closes; then the error goes out.
+            self.last_words = reply
+            self.input = Input.ENDED
+            self.pending.clear()
+            self.dedicated.end_input()
+            return
+        self.replies.reply(reply)
+        self._end_input()
+
+    def _close_if_done(self) -> None:
+        if (self.input is Input.ENDED and not self.replies.order
+                and self.transport is not None and self.last_words is None):
+            self.transport.close()
+
+    # ---- flow control (the client's transport) -------------------------------
 
     def pause_writing(self) -> None:
-        self._pause("client")
+        if self.flow is None:
+            return
+        self.flow.pause(Pause.CLIENT)
+        if self.input is not Input.GONE:
+            self.replies.write = self._write_over_high_water
         if self.dedicated is not None and self.dedicated.transport is not None:
             self.dedicated.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self._unpause("client")
+        if self.flow is None:
+            return
+        self.flow.resume(Pause.CLIENT)
+        if self.input is not Input.GONE and self.transport is not None:
+            self.replies.write = self.transport.write
         if self.dedicated is not None and self.dedicated.transport is not None:
             self.dedicated.transport.resume_reading()
+
+    def _write_over_high_water(self, data: bytes | bytearray | memoryview) -> None:
+        """The client is behind: each write checks its output limits."""
+        assert self.transport is not None and self.flow is not None
+        self.transport.write(data)
+        reason = self.flow.over_limit()
+        if reason is not None:
+            warnings.warning("client %s: %s; disconnected", self.peer, reason)
+            self.replies.write = discard
+            self.transport.abort()
