@@ -102,7 +102,8 @@ def test_commands_before_a_half_close_are_still_answered(pair: tuple[Upstream, P
     server, proxy = pair
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
         # SELECT pins the client; the SET after it must still run and answer.
-        sock.sendall(cmd("SELECT", "0") + cmd("SET", "halfclose:k", "v") + cmd("GET", "halfclose:k"))
+        sock.sendall(cmd("SELECT", "0") + cmd("SET", "halfclose:k", "v")
+                     + cmd("GET", "halfclose:k"))
         sock.shutdown(socket.SHUT_WR)
         data = b""
         while chunk := sock.recv(65536):

@@ -16,9 +16,7 @@ and replies still due on a shared link are read and dropped.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-from collections.abc import Coroutine
 from typing import TYPE_CHECKING, cast
 
 from kvproxy import logs
@@ -26,7 +24,7 @@ from kvproxy.proxy import commands
 from kvproxy.proxy.batch import Batch
 from kvproxy.proxy.flow import HELD_INPUT_LIMIT, ClientFlow, Pause
 from kvproxy.proxy.identity import Auth, Identity
-from kvproxy.proxy.link import Link, SetupReply, UpstreamUnavailable
+from kvproxy.proxy.link import Link
 from kvproxy.proxy.pending import PendingInput
 from kvproxy.proxy.replies import OK, error
 from kvproxy.proxy.replyqueue import ReplyQueue, discard
@@ -46,6 +44,8 @@ from kvproxy.proxy.resp import (
     scan_run,
     slice_of,
 )
+from kvproxy.proxy.states import Input, Mode
+from kvproxy.proxy.switch import Switcher
 
 if TYPE_CHECKING:
     from kvproxy.proxy.server import Proxy
@@ -53,31 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("kvproxy.session")
 #: Hostile clients can each cause a warning; the log must not grow with them.
 warnings = logs.Throttle(log)
-
-
-class Mode(enum.Enum):
-    """Which upstream connection a client's commands go to."""
-
-    SHARED = "shared"
-    #: Held until earlier replies are in, then DEDICATED or RAW.
-    SWITCHING = "switching"
-    DEDICATED = "dedicated"
-    #: Dedicated, relayed as a byte stream both ways.
-    RAW = "raw"
-
-
-class Input(enum.Enum):
-    """What happens to the bytes a client sends."""
-
-    OPEN = "open"
-    #: Kept unread until a switch or an awaited KVCLOUD reply completes.
-    HELD = "held"
-    #: Held, and the client has hung up since: what it sent is still handled.
-    HELD_ENDING = "held-ending"
-    #: EOF, QUIT or a protocol error: nothing more is read; closes once replies are out.
-    ENDED = "ended"
-    #: The connection is lost.
-    GONE = "gone"
 
 
 # What the scan loop does after a command it had to look at.
@@ -104,7 +79,7 @@ class Session(asyncio.Protocol):
         self.max_bulk_len = proxy.max_bulk_len
         #: A protocol error in raw mode, sent once the server has answered what came before.
         self.last_words: bytes | None = None
-        self.switching: asyncio.Task[None] | None = None
+        self.switch = Switcher(self)
 
     # ---- connection events -------------------------------------------------
 
@@ -124,8 +99,7 @@ class Session(asyncio.Protocol):
         self.proxy.sessions.discard(self)
         if self.dedicated is not None:
             self.dedicated.close()
-        if self.switching is not None:
-            self.switching.cancel()
+        self.switch.cancel()
         log.debug("client %s disconnected", self.peer)
 
     def data_received(self, data: bytes) -> None:
@@ -256,7 +230,7 @@ class Session(asyncio.Protocol):
                 return _HANDLED
             if identity.authenticated and commands.stays_shared(upper, args):
                 return _OWN_BATCH if upper == commands.CLIENT else _FORWARD
-            self._pin()
+            self.switch.pin()
             return _RESCAN
         if upper == commands.AUTH or upper == commands.HELLO:
             return _OWN_BATCH
@@ -265,102 +239,14 @@ class Session(asyncio.Protocol):
         if upper in commands.RAW or (
             upper == commands.CLIENT and len(args) > 1 and args[1].upper() == b"REPLY"
         ):
-            self._go_raw()
+            self.switch.go_raw()
             return _RESCAN
         return _FORWARD
 
-    # ---- switching links -------------------------------------------------------
-
-    def _pin(self) -> None:
-        """Move to a connection of its own: at once if a spare is ready and nothing is due."""
-        pool = self.proxy.pool
-        if not self.replies.order and self.identity.auth is not Auth.NONE:
-            spare = pool.take_spare()
-            if spare is not None:
-                self._dedicate(spare)
-                return
-        self._hold(self._pin_later())
-
-    async def _pin_later(self) -> None:
-        pool = self.proxy.pool
-        if self.identity.auth is Auth.NONE:  # the server itself must say -NOAUTH
-            link = Link(self.proxy.upstream_address, self.proxy.connect_timeout, "dedicated",
-                        self.proxy.gate)
-        else:
-            link = pool.new_dedicated()
-        try:
-            await link.connect()
-        except UpstreamUnavailable:
-            if self.input is not Input.GONE:
-                self.mode = Mode.SHARED
-                # The pinning command fails; the client stays shared, the next one tries again.
-                held = self.pending.take()
-                self.replies.reply(link.unavailable_error())
-                self.pending.keep(held, self._command_end(held))
-                self._release()
-            return
-        await self._drained()
-        if self.input is Input.GONE:
-            link.close()
-            return
-        self._dedicate(link)
-        self._release()
-
-    def _command_end(self, held: bytes) -> int:
-        """Where the (complete) command at the start of held input ends."""
-        if held[:1] == b"*":
-            return command_end(held, 0, self.max_bulk_len)[0]
-        return inline_end(held, 0)
-
-    def _dedicate(self, link: Link) -> None:
-        link.owner = self.replies
-        link.name = "dedicated"
-        for command in self.identity.replay:
-            link.send(SetupReply(), command)
-        self.link = self.dedicated = link
-        self.mode = Mode.DEDICATED
-        self.special = commands.DEDICATED_SPECIAL
-        log.debug("client %s pinned to a dedicated upstream connection", self.peer)
-
-    def _go_raw(self) -> None:
-        if not self.replies.order:
-            self._become_raw()
-        else:
-            self._hold(self._raw_later())
-
-    async def _raw_later(self) -> None:
-        await self._drained()
-        if self.input is not Input.GONE:
-            self._become_raw()
-            self._release()
-
-    def _become_raw(self) -> None:
-        assert self.dedicated is not None
-        self.mode = Mode.RAW
-        self.special = commands.LOCAL
-        self.dedicated.raw_sink = self.replies
-
-    def _hold(self, switch: Coroutine[None, None, None]) -> None:
-        self.input = Input.HELD
-        self.mode = Mode.SWITCHING
-        task = asyncio.get_running_loop().create_task(switch)
-        self.switching = task
-        self.proxy.tasks.add(task)
-        task.add_done_callback(self.proxy.tasks.discard)
-
-    async def _drained(self) -> None:
-        while self.replies.order and self.input is not Input.GONE:
-            self.drained = asyncio.get_running_loop().create_future()
-            await self.drained
-        self.drained = None
-
-    drained: asyncio.Future[None] | None = None
-
-    def _release(self) -> None:
+    def release(self) -> None:
         """Input held for a switch or an awaited reply may flow again."""
         ending = self.input is Input.HELD_ENDING
         self.input = Input.OPEN
-        self.switching = None
         if self.flow is not None:
             self.flow.resume(Pause.HELD)
         if self.pending:
@@ -374,14 +260,12 @@ class Session(asyncio.Protocol):
     # ---- what the reply queue tells -------------------------------------------
 
     def replies_out(self) -> None:
-        drained = self.drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
+        self.switch.replies_out()
         self._close_if_done()
 
     def waited_reply_out(self) -> None:
         if self.input is Input.HELD or self.input is Input.HELD_ENDING:
-            self._release()
+            self.release()
 
     def link_lost(self) -> None:
         """The server closed the connection with replies of ours due: end as it would."""
