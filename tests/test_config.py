@@ -43,11 +43,28 @@ def test_defaults_without_a_file() -> None:
     ("[provider x]\ntype = file\npath = p\nactions =\n", "got nothing"),
     ("[provider x]\ntype = file\npath = p\nbucket = b\n", "does not apply to a file provider"),
     ("[kvcloud]\nprefix = a\nprefix = b\n", "given twice"),
+    ("[kvcloud]\nupstream_connections = 0\n", "positive"),
+    ("[kvcloud]\nspare_connections = -1\n", "0 or more"),
+    ("[kvcloud]\nclient_output_limit = 256mb\n", "<hard> <soft> <seconds>"),
+    ("[kvcloud]\nclient_output_limit = 1tb 0 0\n", "expected a size"),
+    ("[kvcloud]\nclient_output_limit = 1mb 1mb ten\n", "whole seconds"),
 ])
 def test_invalid_files_are_refused(text: str, message: str) -> None:
     with pytest.raises(config.ConfigError, match=None) as caught:
         config.parse(text)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("text, hard, soft, seconds", [
+    ("256mb 64mb 60", 256 * 1024**2, 64 * 1024**2, 60),
+    ("0 0 0", 0, 0, 0),
+    ("1gb 512k 5", 1024**3, 512_000, 5),
+    ("1048576 1KB 1", 1048576, 1024, 1),
+])
+def test_client_output_limit_reads_sizes_as_redis_does(text: str, hard: int, soft: int,
+                                                       seconds: int) -> None:
+    limit = config.parse(f"[kvcloud]\nclient_output_limit = {text}\n")["client_output_limit"]
+    assert (limit.hard, limit.soft, limit.soft_seconds) == (hard, soft, seconds)
 
 
 def test_parse_errors_never_quote_the_line() -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 
+import pytest
+
+from kvproxy import logs
 from tests.servers import Proxy, Upstream, raw_exchange
 
 PASSWORD = "log-secret-pw"
@@ -41,3 +45,20 @@ def test_text_format_at_info_has_no_connection_lines(pair_proxy: Proxy) -> None:
     text = pair_proxy.log()
     assert "kvproxy listening on" in text
     assert "connected" not in text
+
+
+def test_throttle_lets_a_burst_through_then_counts_what_it_drops(
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    throttle = logs.Throttle(logging.getLogger("kvproxy.test"), burst=3, interval=60,
+                             clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="kvproxy.test"):
+        for n in range(10):
+            throttle.warning("client %d: protocol error", n)
+        assert [r.getMessage() for r in caplog.records] == [
+            "client 0: protocol error", "client 1: protocol error", "client 2: protocol error"]
+        caplog.clear()
+        now[0] = 61.0
+        throttle.warning("client %d: protocol error", 10)
+        assert [r.getMessage() for r in caplog.records] == [
+            "7 similar warnings suppressed in the last 60s", "client 10: protocol error"]

@@ -65,8 +65,9 @@ _NUMBERS = ("files", "bytes_total", "bytes_done", "bytes_uploaded", "bytes_dedup
             "throughput")
 
 #: Keys REFRESH cannot apply to a running proxy.
-RESTART_KEYS = ("listen", "upstream", "upstream_password", "managed", "server_binary",
-                "server_args", "server_config", "server_dir")
+RESTART_KEYS = ("listen", "upstream", "upstream_password", "upstream_connections",
+                "spare_connections", "managed", "server_binary", "server_args", "server_config",
+                "server_dir")
 
 
 class Caller(Protocol):
