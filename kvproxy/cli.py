@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 from typing import Any
@@ -59,6 +60,7 @@ def proxy_main(argv: list[str] | None = None) -> int:
         print(f"kvproxy: {exc}", file=sys.stderr)
         return 2
     logs.setup(config["log_format"], config["log_level"])
+    _warn_without_fast_path()
     _install_uvloop()
     try:
         asyncio.run(_serve(config))
@@ -69,6 +71,22 @@ def proxy_main(argv: list[str] | None = None) -> int:
         log.error("cannot listen on %s:%d: %s", *config["listen"], exc.strerror or exc)
         return 1
     return 0
+
+
+def _warn_without_fast_path() -> None:
+    """Say so at start when the C scanner is missing.
+
+    Without a compiler at install time the build of ``kvproxy.proxy._scan`` is
+    skipped and resp.py falls back to its pure-Python scanners: the proxy
+    works, but its request and reply framing is some 50x slower. Nothing else
+    would show it, so an image built without gcc would go unnoticed.
+    """
+    try:
+        importlib.import_module("kvproxy.proxy._scan")
+    except ImportError as exc:
+        log.warning("the C scanner kvproxy.proxy._scan is not available (%s); using the "
+                    "pure-Python RESP scanner, about 50x slower: reinstall kvproxy where a "
+                    "C compiler is installed", exc)
 
 
 def _install_uvloop() -> None:
