@@ -68,6 +68,7 @@ class Switcher:
             link = proxy.pool.new_dedicated()
         try:
             await link.connect()
+            await self._drain()
         except UpstreamUnavailable:
             if session.input is not Input.GONE:
                 session.mode = Mode.SHARED
@@ -77,7 +78,9 @@ class Switcher:
                 session.pending.keep(held, self._command_end(held))
                 self._done()
             return
-        await self._drain()
+        except asyncio.CancelledError:  # the client left meanwhile
+            link.close()
+            raise
         if session.input is Input.GONE:
             link.close()
             return
