@@ -52,3 +52,26 @@ def test_among_busy_links_the_one_that_answered_last_wins() -> None:
     busy(pool, 1, 0.5)
     busy(pool, 2, 10 * STALL_AFTER)
     assert pool.pick() is pool.links[2]
+
+
+def test_a_link_carrying_a_slow_clients_batch_is_kept_clear() -> None:
+    pool = make_pool()
+    busy(pool, 0, 0.0)
+    pool.links[0].slow_inflight = 1
+    busy(pool, 1, 1.0)
+    idle(pool, 2)
+    assert pool.pick() is pool.links[2]
+    busy(pool, 2, 0.5)
+    # Every other link is stuck: the slow lane is still avoided while one is not.
+    assert pool.pick() is pool.links[2]
+
+
+def test_a_slow_client_takes_an_idle_link_else_joins_the_slow_lane() -> None:
+    pool = make_pool()
+    busy(pool, 0, 0.0)
+    idle(pool, 1)
+    assert pool.pick(slow=True) is pool.links[1]
+    busy(pool, 1, 0.0)
+    busy(pool, 2, 0.0)
+    pool.links[2].slow_inflight = 1
+    assert pool.pick(slow=True) is pool.links[2]

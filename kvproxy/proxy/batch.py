@@ -12,8 +12,10 @@ class Batch:
     session's state (AUTH, HELLO): only the server knows if they succeeded.
     """
 
-    __slots__ = ("remaining", "observer")
+    __slots__ = ("remaining", "observer", "slow")
 
     def __init__(self, remaining: int, observer: Callable[[bytes], None] | None = None) -> None:
         self.remaining = remaining
         self.observer = observer
+        #: Sent by a client whose last batch was slow: its link is a slow lane until answered.
+        self.slow = False

@@ -26,12 +26,18 @@ log = logging.getLogger("kvproxy.link")
 #: of each waiting for its own attempt.
 RETRY_AFTER = 0.5
 
+#: A batch answered this long after the one before it on its link (or after
+#: it was sent to an idle link) marks its client slow, until one is quicker.
+SLOW_BATCH = 0.005
+
 
 class Sink(Protocol):
     """Who a link hands replies to: a client session, or the link's own setup."""
 
     #: The link only reads the head, a Batch while one of its batches is in flight.
     order: deque[Any]
+    #: Whether its last batch took longer than SLOW_BATCH to answer (set by the link).
+    slow: bool
 
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
     def batch_done(self) -> None: ...
@@ -46,6 +52,7 @@ class SetupReply:
     def __init__(self, on_reply: Callable[[bytes], None] | None = None) -> None:
         self.on_reply = on_reply
         self.order: deque[Any] = deque([Batch(1)])
+        self.slow = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.on_reply is not None:
@@ -112,6 +119,8 @@ class Link(asyncio.Protocol):
         #: When the link last answered a batch, or went from idle to busy: a
         #: busy link whose progress is old is stuck behind a slow command.
         self.progress_at = 0.0
+        #: Batches of slow clients in flight: other clients keep off this link.
+        self.slow_inflight = 0
 
     # ---- connecting -------------------------------------------------------
 
@@ -270,10 +279,15 @@ class Link(asyncio.Protocol):
                 self.stream_left = blob_left
                 break
             waiters.popleft()
+            if not done:  # the first batch answered in this read: how long it took
+                now = time.monotonic()
+                sink.slow = now - self.progress_at > SLOW_BATCH
+            if batch.slow:
+                self.slow_inflight -= 1
             sink.batch_done()
             done += 1
         if done:
-            self.progress_at = time.monotonic()
+            self.progress_at = now
         if pos == n:
             self.buf = b""
         else:
@@ -294,6 +308,11 @@ class Link(asyncio.Protocol):
             batch.remaining -= 1
             if not batch.remaining:
                 self.waiters.popleft()
+                now = time.monotonic()
+                sink.slow = now - self.progress_at > SLOW_BATCH
+                self.progress_at = now
+                if batch.slow:
+                    self.slow_inflight -= 1
                 sink.batch_done()
         return data[take:]
 
@@ -341,6 +360,7 @@ class Link(asyncio.Protocol):
             reason = str(exc) if exc else "connection closed by the server"
             log.debug("%s link to %s:%d ended: %s", self.name, *self.address, reason)
         self.outbox.clear()
+        self.slow_inflight = 0
         lost, self.waiters = self.waiters, deque()
         seen: set[int] = set()
         for sink in lost:

@@ -15,7 +15,11 @@ because all its batches in flight are on one link). The choice, in order:
 
 A link stuck behind a slow command (a long ZRANGE, a script, a paused write)
 stops answering, so new batches go elsewhere once it has been quiet for
-``STALL_AFTER``.
+``STALL_AFTER``. A client whose last batch took longer than ``SLOW_BATCH``
+(``link.py``) is known to be slow: its next batch goes to an idle link or to
+the link already carrying another slow client's batch (a slow lane), and the
+other clients keep off that link until it is answered, from the start
+rather than after ``STALL_AFTER``.
 
 Spare links are connected (and authenticated) ahead of need, so a client that
 turns stateful (MULTI, BLPOP, SUBSCRIBE, ...) moves to a connection of its
@@ -66,12 +70,17 @@ class Pool:
             link.ensure_connecting()
         self.refill()
 
-    def pick(self) -> Link:
+    def pick(self, slow: bool = False) -> Link:
         """The link for a client's next batch (see the module docstring)."""
+        if slow:
+            return self._slow_lane()
         best: Link | None = None
         unconnected: Link | None = None
+        lane: Link | None = None
         for link in self.links:
-            if not link.waiters:
+            if link.slow_inflight:
+                lane = link
+            elif not link.waiters:
                 if link.ready:
                     return link
                 if unconnected is None:
@@ -81,8 +90,22 @@ class Pool:
         if best is not None and (unconnected is None
                                  or time.monotonic() - best.progress_at < STALL_AFTER):
             return best
-        assert unconnected is not None
-        return unconnected
+        chosen = unconnected or lane
+        assert chosen is not None
+        return chosen
+
+    def _slow_lane(self) -> Link:
+        """For a client whose last batch was slow: an idle link, or the slow lane."""
+        least: Link | None = None
+        for link in self.links:
+            if link.ready and not link.waiters:
+                return link
+            if link.slow_inflight:
+                return link
+            if least is None or len(link.waiters) < len(least.waiters):
+                least = link
+        assert least is not None
+        return least
 
     # ---- spare links, to be dedicated ---------------------------------------
 

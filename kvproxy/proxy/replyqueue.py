@@ -37,7 +37,7 @@ def discard(data: bytes | bytearray | memoryview) -> None:
 
 
 class ReplyQueue:
-    __slots__ = ("order", "write", "inflight", "owner", "awaited")
+    __slots__ = ("order", "write", "inflight", "owner", "awaited", "slow")
 
     def __init__(self, owner: Owner) -> None:
         self.order: deque[Item] = deque()
@@ -49,6 +49,8 @@ class ReplyQueue:
         self.owner = owner
         #: The local reply (its maker, then its future) the client waits for.
         self.awaited: object = None
+        #: Its last batch was slow to answer (set by the link): it gets a lane of its own.
+        self.slow = False
 
     # ---- what the session adds -------------------------------------------
 

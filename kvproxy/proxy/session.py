@@ -199,9 +199,14 @@ class Session(asyncio.Protocol):
                 self.link.send_raw(data)  # empty commands on the shared links are dropped
             return
         replies = self.replies
-        if mode is Mode.SHARED and not replies.inflight:
-            self.link = self.proxy.pool.pick()
-        replies.add_batch(batch or Batch(count))
+        batch = batch or Batch(count)
+        if mode is Mode.SHARED:
+            if not replies.inflight:
+                self.link = self.proxy.pool.pick(replies.slow)
+            if replies.slow:
+                batch.slow = True
+                self.link.slow_inflight += 1  # type: ignore[union-attr]
+        replies.add_batch(batch)
         self.link.send(replies, data)  # type: ignore[union-attr]
 
     def _special(self, upper: bytes, args: list[bytes], inline: bool) -> int:  # noqa: C901
