@@ -117,6 +117,7 @@ MAIN_KEYS: dict[str, Key] = {
     "max_bulk_len": Key(_positive_int, 512 * 1024 * 1024),
     "upstream_connections": Key(_positive_int, 4),
     "spare_connections": Key(_count, 2),
+    "client_pipeline_limit": Key(_positive_int, 1000),
     "client_output_limit": Key(OutputLimit.parse, OutputLimit.parse("256mb 64mb 60")),
     "log_format": Key(_choice("text", "json"), "text"),
     "log_level": Key(_choice("debug", "info", "warning", "error"), "info"),

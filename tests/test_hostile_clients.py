@@ -298,3 +298,43 @@ def test_a_paused_write_holds_up_only_writes(redis_pair: tuple[Upstream, Proxy])
     assert read_reply_bytes(writer, b"+OK\r\n") == b"+OK\r\n"
     writer.close()
     assert proxy.client().get("pause:k") == b"after"
+
+
+def test_a_client_with_its_pipeline_limit_in_flight_is_not_read_further(
+        make_upstream: Callable[..., Upstream], make_proxy: Callable[..., Proxy]) -> None:
+    server = make_upstream()
+    proxy = make_proxy(server.port, "[kvcloud]\nclient_pipeline_limit = 10\n")
+    admin = proxy.client()
+    admin.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sock.connect(("127.0.0.1", proxy.port))
+    one = cmd("SET", "pipelined", "v")
+    stream = memoryview(one * 1_000_000)
+    offset = 0
+    try:
+        # No reply can come while writes are paused: only the limit stops the reading.
+        sock.setblocking(False)
+        idle_since = time.monotonic()
+        while offset < len(stream) and time.monotonic() - idle_since < 1.0:
+            try:
+                offset += sock.send(stream[offset:offset + 65536])
+                idle_since = time.monotonic()
+            except BlockingIOError:
+                time.sleep(0.01)
+        assert offset < len(stream), "the proxy read every command of a client it should pause"
+        whole, part = divmod(offset, len(one))
+        sent = whole + (1 if part else 0)
+    finally:
+        admin.execute_command("CLIENT", "UNPAUSE")
+    sock.setblocking(True)
+    if part:
+        sock.sendall(one[part:])  # complete the command cut in the middle
+    sock.settimeout(30)
+    received = b""
+    while received.count(b"+OK\r\n") < sent:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "connection closed before every reply arrived"
+        received += chunk
+    sock.close()
+    assert received == b"+OK\r\n" * sent

@@ -12,10 +12,12 @@ class Batch:
     session's state (AUTH, HELLO): only the server knows if they succeeded.
     """
 
-    __slots__ = ("remaining", "observer", "slow")
+    __slots__ = ("remaining", "size", "observer", "slow")
 
     def __init__(self, remaining: int, observer: Callable[[bytes], None] | None = None) -> None:
         self.remaining = remaining
+        #: Commands in the batch (``remaining`` counts down as replies arrive).
+        self.size = remaining
         self.observer = observer
         #: Sent by a client whose last batch was slow: its link is a slow lane until answered.
         self.slow = False

@@ -29,6 +29,8 @@ class Pause(enum.Enum):
     #: Input is held (a link switch, an awaited KVCLOUD reply) and what came
     #: meanwhile reached HELD_INPUT_LIMIT.
     HELD = "held"
+    #: The client has client_pipeline_limit commands in flight.
+    PIPELINE = "pipeline"
 
 
 #: Bytes read and kept while a client's input is held, before reading pauses.

@@ -27,6 +27,7 @@ class Owner(Protocol):
     """The session the queue belongs to: told when the queue empties or a waited reply left."""
 
     def replies_out(self) -> None: ...
+    def pipeline_drained(self) -> None: ...
     def waited_reply_out(self) -> None: ...
     def link_lost(self) -> None: ...
     def resume_upstream(self) -> None: ...
@@ -37,9 +38,10 @@ def discard(data: bytes | bytearray | memoryview) -> None:
 
 
 class ReplyQueue:
-    __slots__ = ("order", "write", "inflight", "owner", "awaited", "slow")
+    __slots__ = ("order", "write", "inflight", "owner", "awaited", "slow", "commands",
+                 "pipeline_limit", "pipeline_full")
 
-    def __init__(self, owner: Owner) -> None:
+    def __init__(self, owner: Owner, pipeline_limit: int) -> None:
         self.order: deque[Item] = deque()
         #: The client's transport write, a checking write over the client's
         #: output limits, or ``discard`` once it is gone.
@@ -51,12 +53,31 @@ class ReplyQueue:
         self.awaited: object = None
         #: Its last batch was slow to answer (set by the link): it gets a lane of its own.
         self.slow = False
+        #: Commands sent upstream and not answered yet; at ``pipeline_limit``
+        #: the client is no longer read until half of them are answered.
+        self.commands = 0
+        self.pipeline_limit = pipeline_limit
+        self.pipeline_full = False
 
     # ---- what the session adds -------------------------------------------
 
     def add_batch(self, batch: Batch) -> None:
         self.order.append(batch)
         self.inflight += 1
+        self.commands += batch.size
+
+    def over_pipeline_limit(self) -> bool:
+        """Whether the client has as many commands in flight as it may (then it is paused)."""
+        if self.commands >= self.pipeline_limit:
+            self.pipeline_full = True
+        return self.pipeline_full
+
+    def _answered(self, batch: Batch) -> None:
+        self.inflight -= 1
+        self.commands -= batch.size
+        if self.pipeline_full and self.commands <= self.pipeline_limit // 2:
+            self.pipeline_full = False
+            self.owner.pipeline_drained()
 
     def reply(self, data: bytes, in_order: bool = True) -> None:
         """A reply of the proxy's own, in its place among the upstream's."""
@@ -82,8 +103,7 @@ class ReplyQueue:
 
     def batch_done(self) -> None:
         order = self.order
-        order.popleft()
-        self.inflight -= 1
+        self._answered(order.popleft())  # type: ignore[arg-type]
         if order:
             if order[0].__class__ is not Batch:
                 self.write_ready()
@@ -95,7 +115,7 @@ class ReplyQueue:
         for index, item in enumerate(order):
             if isinstance(item, Batch):
                 order[index] = error_reply * item.remaining
-                self.inflight -= 1
+                self._answered(item)
                 break
         self.write_ready()
 
@@ -144,4 +164,4 @@ class ReplyQueue:
 
     def clear(self) -> None:
         self.order.clear()
-        self.inflight = 0
+        self.inflight = self.commands = 0

@@ -70,7 +70,7 @@ class Session(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.flow: ClientFlow | None = None
         self.peer = "?"
-        self.replies = ReplyQueue(self)
+        self.replies = ReplyQueue(self, int(proxy.config["client_pipeline_limit"]))
         self.pending = PendingInput()
         self.identity = Identity(proxy.config["upstream_password"])
         #: Names the scanner must stop at (None: every command, until authenticated).
@@ -147,9 +147,12 @@ class Session(asyncio.Protocol):
         if pos < n:
             self.pending.keep(buf, pos, command_need(buf, pos))
         link = self.link
-        if link is not None and link.write_paused and self.flow is not None:
-            self.flow.pause(Pause.UPSTREAM)
-            link.paused_sessions.add(self.replies)
+        if link is not None and self.flow is not None:
+            if link.write_paused:
+                self.flow.pause(Pause.UPSTREAM)
+                link.paused_sessions.add(self.replies)
+            if self.replies.over_pipeline_limit():
+                self.flow.pause(Pause.PIPELINE)
 
     def _one_command(self, buf: bytes | bytearray, pos: int, inline: bool) -> int:
         """Deal with the command at ``pos`` the scanner stopped at.
@@ -284,6 +287,10 @@ class Session(asyncio.Protocol):
     def resume_upstream(self) -> None:
         if self.flow is not None:
             self.flow.resume(Pause.UPSTREAM)
+
+    def pipeline_drained(self) -> None:
+        if self.flow is not None:
+            self.flow.resume(Pause.PIPELINE)
 
     # ---- ending ----------------------------------------------------------------
 
