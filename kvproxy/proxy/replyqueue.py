@@ -39,7 +39,7 @@ def discard(data: bytes | bytearray | memoryview) -> None:
 
 class ReplyQueue:
     __slots__ = ("order", "write", "inflight", "owner", "awaited", "slow", "commands",
-                 "pipeline_limit", "pipeline_full")
+                 "pipeline_limit", "pipeline_full", "watch_empty")
 
     def __init__(self, owner: Owner, pipeline_limit: int) -> None:
         self.order: deque[Item] = deque()
@@ -58,6 +58,9 @@ class ReplyQueue:
         self.commands = 0
         self.pipeline_limit = pipeline_limit
         self.pipeline_full = False
+        #: The owner wants ``replies_out`` when the queue empties (a switch
+        #: waits for it, or the client is closing): off on the hot path.
+        self.watch_empty = False
 
     # ---- what the session adds -------------------------------------------
 
@@ -78,6 +81,10 @@ class ReplyQueue:
         if self.pipeline_full and self.commands <= self.pipeline_limit // 2:
             self.pipeline_full = False
             self.owner.pipeline_drained()
+
+    def _empty(self) -> None:
+        if self.watch_empty:
+            self.owner.replies_out()
 
     def reply(self, data: bytes, in_order: bool = True) -> None:
         """A reply of the proxy's own, in its place among the upstream's."""
@@ -103,11 +110,16 @@ class ReplyQueue:
 
     def batch_done(self) -> None:
         order = self.order
-        self._answered(order.popleft())  # type: ignore[arg-type]
+        batch: Batch = order.popleft()  # type: ignore[assignment]
+        self.inflight -= 1
+        self.commands -= batch.size
+        if self.pipeline_full and self.commands <= self.pipeline_limit // 2:
+            self.pipeline_full = False
+            self.owner.pipeline_drained()
         if order:
             if order[0].__class__ is not Batch:
                 self.write_ready()
-        else:
+        elif self.watch_empty:
             self.owner.replies_out()
 
     def batch_failed(self, error_reply: bytes) -> None:
@@ -155,7 +167,7 @@ class ReplyQueue:
             order.popleft()
             self.write(item)
         if not order:
-            self.owner.replies_out()
+            self._empty()
 
     def _sent(self, item: object) -> None:
         if item is self.awaited:

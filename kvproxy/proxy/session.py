@@ -296,6 +296,7 @@ class Session(asyncio.Protocol):
 
     def _end_input(self) -> None:
         self.input = Input.ENDED
+        self.replies.watch_empty = True
         self.pending.clear()
         self._close_if_done()
 

@@ -128,10 +128,13 @@ class Switcher:
 
     async def _drain(self) -> None:
         session = self.session
-        while session.replies.order and session.input is not Input.GONE:
+        replies = session.replies
+        while replies.order and session.input is not Input.GONE:
+            replies.watch_empty = True
             self.drained = asyncio.get_running_loop().create_future()
             await self.drained
         self.drained = None
+        replies.watch_empty = False  # a hang-up meanwhile turns it on again (_end_input)
 
     def _done(self) -> None:
         self.task = None
