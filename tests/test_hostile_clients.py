@@ -338,3 +338,48 @@ def test_a_client_with_its_pipeline_limit_in_flight_is_not_read_further(
         received += chunk
     sock.close()
     assert received == b"+OK\r\n" * sent
+
+
+def test_a_slow_client_and_fast_ones_each_get_their_own_replies(
+        pair: tuple[Upstream, Proxy]) -> None:
+    """A looping slow command moves between links (slow lanes) while others keep going."""
+    server, proxy = pair
+    members = 100_000
+    direct = server.client()
+    direct.delete("slowlane:big")
+    pipe = direct.pipeline(transaction=False)
+    for start in range(0, members, 5000):
+        pipe.zadd("slowlane:big", {f"m{n:06d}": n for n in range(start, start + 5000)})
+    pipe.execute()
+    expected = [f"m{n:06d}".encode() for n in range(members)]
+    stop = threading.Event()
+    slow_runs: list[int] = []
+    failures: list[str] = []
+
+    def slow() -> None:
+        client = proxy.client()
+        runs = 0
+        while not stop.is_set():
+            if client.zrange("slowlane:big", 0, -1) != expected:
+                failures.append("a ZRANGE reply was wrong")
+            runs += 1
+        slow_runs.append(runs)
+
+    def fast(n: int) -> None:
+        client = proxy.client()
+        for i in range(300):
+            client.set(f"slowlane:{n}", i)
+            if client.get(f"slowlane:{n}") != str(i).encode():
+                failures.append(f"client {n} read another value")
+
+    looping = threading.Thread(target=slow)
+    looping.start()
+    workers = [threading.Thread(target=fast, args=(n,)) for n in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    stop.set()
+    looping.join()
+    assert not failures, failures[:3]
+    assert slow_runs[0] >= 1
