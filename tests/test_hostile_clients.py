@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.servers import Proxy, Upstream, cmd
+from tests.servers import Proxy, Upstream, cmd, raw_exchange
 
 BIG = 1024 * 1024
 
@@ -383,3 +383,37 @@ def test_a_slow_client_and_fast_ones_each_get_their_own_replies(
     looping.join()
     assert not failures, failures[:3]
     assert slow_runs[0] >= 1
+
+
+@pytest.mark.parametrize("garbage", [b"*-0\r\n", b"*01\r\n", b"*1\r\n$04\r\nPING\r\n"])
+def test_lengths_redis_refuses_are_refused_by_the_proxy_and_reach_no_one_else(
+        pair: tuple[Upstream, Proxy], garbage: bytes) -> None:
+    server, proxy = pair
+    proxied = raw_exchange(proxy.port, cmd("PING") + garbage, expect_close=True)
+    assert proxied.startswith(b"+PONG\r\n-ERR Protocol error: "), proxied
+    if server.kind == "redis":  # Kvrocks itself is laxer; the proxy is as strict as Redis
+        assert proxied == raw_exchange(server.port, cmd("PING") + garbage, expect_close=True)
+    assert proxy.client().echo("still fine") == b"still fine"
+
+
+def test_a_protocol_error_names_the_offending_byte_as_redis_does(
+        redis_pair: tuple[Upstream, Proxy]) -> None:
+    server, proxy = redis_pair
+    payload = cmd("PING") + cmd("ECHO", "x") + b"*2\r\n\xff3\r\nGET\r\n"
+    direct = raw_exchange(server.port, payload, expect_close=True)
+    proxied = raw_exchange(proxy.port, payload, expect_close=True)
+    assert proxied == direct == (b"+PONG\r\n$1\r\nx\r\n"
+                                 b"-ERR Protocol error: expected '$', got '\xff'\r\n")
+
+
+def test_a_blocked_client_that_sent_garbage_and_left_leaves_no_descriptor(
+        pair: tuple[Upstream, Proxy]) -> None:
+    server, proxy = pair
+    baseline = settled_fds(proxy)
+    blocked_before = info_int(server, "clients", "blocked_clients")
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+            sock.sendall(cmd("BLPOP", "garbage:q", "0") + b"*x\r\n")
+    wait_until(lambda: info_int(server, "clients", "blocked_clients") == blocked_before,
+               what="the server to end the blocking commands")
+    wait_until(lambda: fd_count(proxy) <= baseline, what="the proxy's descriptors to be freed")

@@ -47,6 +47,9 @@ static int parse_len(const char *s, Py_ssize_t len, long long *out)
     }
     if (len > 18)
         return -1;
+    /* No leading zero (so no "-0" either): "0" alone, as Redis' string2ll. */
+    if (s[0] == '0' && (len > 1 || negative))
+        return -1;
     for (Py_ssize_t i = 0; i < len; i++) {
         if (s[i] < '0' || s[i] > '9')
             return -1;

@@ -57,11 +57,14 @@ def slice_of(buf: bytes | bytearray, start: int, end: int) -> Chunk:
 
 def parse_len(field: bytes | bytearray) -> int | None:
     """Strict decimal with an optional '-', as Redis reads lengths; None if not."""
-    digits = field[1:] if field[:1] == b"-" else field
+    negative = field[:1] == b"-"
+    digits = field[1:] if negative else field
     if not digits or len(field) > MAX_HEADER_LEN or len(digits) > 18:
         return None
     if not _DIGITS.issuperset(digits):
         return None
+    if digits[:1] == b"0" and (len(digits) > 1 or negative):
+        return None  # "0" alone: no leading zero, no "-0", as Redis' string2ll
     return int(field)
 
 

@@ -26,7 +26,7 @@ from kvproxy.proxy.flow import HELD_INPUT_LIMIT, ClientFlow, Pause
 from kvproxy.proxy.identity import Auth, Identity
 from kvproxy.proxy.link import Link
 from kvproxy.proxy.pending import PendingInput
-from kvproxy.proxy.replies import OK, error
+from kvproxy.proxy.replies import OK
 from kvproxy.proxy.replyqueue import ReplyQueue, discard
 from kvproxy.proxy.resp import (
     INCOMPLETE,
@@ -121,8 +121,10 @@ class Session(asyncio.Protocol):
             return True
         if self.input is Input.OPEN:
             self._end_input()
-            if self.dedicated is not None:
-                self.dedicated.end_input()
+        # Also after QUIT or a protocol error: a blocking command still due
+        # must end on the server now that the client is gone.
+        if self.dedicated is not None and self.last_words is None:
+            self.dedicated.end_input()
         return True  # keep the transport: replies still due go out
 
     # ---- the scan loop -------------------------------------------------------
@@ -302,7 +304,10 @@ class Session(asyncio.Protocol):
 
     def _protocol_error(self, reason: str) -> None:
         warnings.warning("client %s: protocol error: %s", self.peer, reason)
-        reply = error(f"ERR Protocol error: {reason}")
+        # Byte for byte as Redis: the offending byte in "got 'X'" goes out raw
+        # (but never a CR or LF, which would break the reply's framing).
+        text = reason.replace("\r", " ").replace("\n", " ").encode("latin-1", "replace")
+        reply = b"-ERR Protocol error: " + text + b"\r\n"
         if self.mode is Mode.RAW and self.dedicated is not None:
             # Replies to what came before are not counted here: the server
             # answers them, sees the end, and closes; then the error goes out.
