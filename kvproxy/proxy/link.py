@@ -327,10 +327,6 @@ class Link(asyncio.Protocol):
         elif pos or not isinstance(buf, bytearray):
             self.buf = bytearray(buf[pos:])
 
-    def stalled_for(self, now: float) -> float:
-        """How long the link has been busy without answering a batch (0 when idle)."""
-        return now - self.progress_at if self.waiters else 0.0
-
     def _desync(self, why: str) -> None:
         log.warning("%s link to %s:%d: %s; closing it", self.name, *self.address, why)
         if self.transport is not None:

@@ -60,11 +60,6 @@ class Pool:
         self.spares: list[Link] = []
         self.refilling: asyncio.Task[None] | None = None
 
-    @property
-    def first(self) -> Link:
-        """The link that learns, at start, whether the server takes the proxy's password."""
-        return self.links[0]
-
     def start(self) -> None:
         for link in self.links:
             link.ensure_connecting()

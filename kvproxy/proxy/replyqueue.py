@@ -69,12 +69,6 @@ class ReplyQueue:
         self.inflight += 1
         self.commands += batch.size
 
-    def over_pipeline_limit(self) -> bool:
-        """Whether the client has as many commands in flight as it may (then it is paused)."""
-        if self.commands >= self.pipeline_limit:
-            self.pipeline_full = True
-        return self.pipeline_full
-
     def _answered(self, batch: Batch) -> None:
         self.inflight -= 1
         self.commands -= batch.size
@@ -86,9 +80,9 @@ class ReplyQueue:
         if self.watch_empty:
             self.owner.replies_out()
 
-    def reply(self, data: bytes, in_order: bool = True) -> None:
+    def reply(self, data: bytes) -> None:
         """A reply of the proxy's own, in its place among the upstream's."""
-        if self.order and in_order:
+        if self.order:
             self.order.append(data)
         else:
             self.write(data)

@@ -62,6 +62,7 @@ _FORWARD, _HANDLED, _OWN_BATCH, _RESCAN, _STOP = range(5)
 class Session(asyncio.Protocol):
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
+        self.pool = proxy.pool
         self.mode = Mode.SHARED
         self.input = Input.OPEN
         #: The link the batches in flight are on (the dedicated one once pinned).
@@ -153,7 +154,9 @@ class Session(asyncio.Protocol):
             if link.write_paused:
                 self.flow.pause(Pause.UPSTREAM)
                 link.paused_sessions.add(self.replies)
-            if self.replies.over_pipeline_limit():
+            replies = self.replies
+            if replies.commands >= replies.pipeline_limit:  # paused until half are answered
+                replies.pipeline_full = True
                 self.flow.pause(Pause.PIPELINE)
 
     def _one_command(self, buf: bytes | bytearray, pos: int, inline: bool) -> int:
@@ -207,7 +210,7 @@ class Session(asyncio.Protocol):
         batch = batch or Batch(count)
         if mode is Mode.SHARED:
             if not replies.inflight:
-                self.link = self.proxy.pool.pick(replies.slow)
+                self.link = self.pool.pick(replies.slow)
             if replies.slow:
                 batch.slow = True
                 self.link.slow_inflight += 1  # type: ignore[union-attr]
