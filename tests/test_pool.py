@@ -75,3 +75,12 @@ def test_a_slow_client_takes_an_idle_link_else_joins_the_slow_lane() -> None:
     busy(pool, 2, 0.0)
     pool.links[2].slow_inflight = 1
     assert pool.pick(slow=True) is pool.links[2]
+
+
+def test_a_slow_client_prefers_an_idle_link_to_a_slow_lane_before_it() -> None:
+    pool = make_pool()
+    busy(pool, 0, 0.0)
+    pool.links[0].slow_inflight = 1
+    busy(pool, 1, 0.0)
+    idle(pool, 2)
+    assert pool.pick(slow=True) is pool.links[2]

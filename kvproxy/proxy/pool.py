@@ -91,16 +91,18 @@ class Pool:
 
     def _slow_lane(self) -> Link:
         """For a client whose last batch was slow: an idle link, or the slow lane."""
+        lane: Link | None = None
         least: Link | None = None
         for link in self.links:
             if link.ready and not link.waiters:
                 return link
             if link.slow_inflight:
-                return link
-            if least is None or len(link.waiters) < len(least.waiters):
+                lane = lane or link
+            elif least is None or len(link.waiters) < len(least.waiters):
                 least = link
-        assert least is not None
-        return least
+        chosen = lane or least
+        assert chosen is not None
+        return chosen
 
     # ---- spare links, to be dedicated ---------------------------------------
 
